@@ -1,0 +1,181 @@
+"""Run configuration: typed dataclass defaults -> dataset presets -> model presets -> --set.
+
+One flat key namespace for the user (``--set lr=3e-4 --set mask_ratio=0.4``) routed to
+either the trainer's ``TrainConfig`` or the model's own config dataclass. Unknown keys and
+values of the wrong type are errors that name the key and the expected type.
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import typing
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class ConfigError(ValueError):
+    pass
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 20
+    batch_size: int = 128
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    max_len: int = 50             # sequence length fed to sequence models (model config may override)
+    history_len: int = 50         # clicked news per user for impression models
+    npratio: int = 4              # sampled negatives per click (impression training)
+    protocol: str = "full"        # full | sampled-uni100 | sampled-pop100 (sequence data)
+    metric: str = "NDCG@10"       # validation metric for early stopping and model selection
+    patience: int = 5             # epochs without improvement before stopping (0 = never stop early)
+    seed: int = 42
+    device: str = "auto"          # auto | cpu | cuda | cuda:N
+    amp: bool = True              # bf16 autocast on CUDA
+    eval_batch_size: int = 512
+    max_steps_per_epoch: int = 0  # 0 = the whole training set each epoch
+    grad_clip: float = 5.0
+
+
+PROTOCOLS = ("full", "sampled-uni100", "sampled-pop100")
+SEQUENCE_METRICS = ("HR@1", "HR@5", "HR@10", "NDCG@5", "NDCG@10", "MRR")
+IMPRESSION_METRICS = ("AUC", "MRR", "nDCG@5", "nDCG@10")
+
+# Per-task defaults applied before the model's own presets.
+TASK_PRESETS = {
+    "sequence": {"metric": "NDCG@10"},
+    "impression": {"metric": "AUC", "protocol": "impressions"},
+}
+
+
+@dataclass
+class RunConfig:
+    model_name: str
+    dataset_name: str
+    train: TrainConfig
+    model: Any
+    sources: dict = field(default_factory=dict)   # key -> where its value came from
+
+    def flat(self) -> dict:
+        out = dataclasses.asdict(self.train)
+        out.update(dataclasses.asdict(self.model))
+        return out
+
+    def get(self, key: str):
+        target = self.model if key in _field_types(self.model) else self.train
+        return getattr(target, key)
+
+    @property
+    def max_len(self) -> int:
+        return int(getattr(self.model, "max_len", self.train.max_len))
+
+
+def _field_types(obj_or_cls) -> dict:
+    cls = obj_or_cls if isinstance(obj_or_cls, type) else type(obj_or_cls)
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+
+
+def coerce(key: str, value: Any, typ) -> Any:
+    """Convert ``value`` (a string from the command line, or a Python value) to ``typ``."""
+    origin = typing.get_origin(typ)
+    if origin is typing.Union:
+        args = [a for a in typing.get_args(typ) if a is not type(None)]
+        if value is None or (isinstance(value, str) and value.lower() in ("none", "null")):
+            return None
+        typ = args[0]
+    try:
+        if typ is bool:
+            if isinstance(value, bool):
+                return value
+            if isinstance(value, str) and value.lower() in ("1", "true", "yes", "on"):
+                return True
+            if isinstance(value, str) and value.lower() in ("0", "false", "no", "off"):
+                return False
+            raise ValueError
+        if typ is int:
+            if isinstance(value, float) and value.is_integer():
+                return int(value)
+            if isinstance(value, bool) or isinstance(value, float):
+                raise ValueError
+            return int(value)
+        if typ is float:
+            if isinstance(value, bool):
+                raise ValueError
+            return float(value)
+        if typ is str:
+            return str(value)
+    except (TypeError, ValueError):
+        pass
+    else:
+        if typ not in (bool, int, float, str):
+            return value
+    raise ConfigError(f"config key {key!r} expects {getattr(typ, '__name__', typ)}, got {value!r}")
+
+
+def apply(run: RunConfig, updates: dict, source: str) -> None:
+    model_types = _field_types(run.model)
+    train_types = _field_types(run.train)
+    for key, value in updates.items():
+        if key in model_types:
+            setattr(run.model, key, coerce(key, value, model_types[key]))
+        elif key in train_types:
+            setattr(run.train, key, coerce(key, value, train_types[key]))
+        else:
+            valid = sorted(set(model_types) | set(train_types))
+            hint = difflib.get_close_matches(key, valid, n=1)
+            raise ConfigError(f"unknown config key {key!r} (from {source})"
+                              + (f"; did you mean {hint[0]!r}?" if hint else "")
+                              + f"; valid keys: {', '.join(valid)}")
+        run.sources[key] = source
+
+
+def parse_sets(pairs: list) -> dict:
+    out = {}
+    for pair in pairs or []:
+        if "=" not in pair:
+            raise ConfigError(f"--set expects key=value, got {pair!r}")
+        key, value = pair.split("=", 1)
+        out[key.strip()] = value.strip()
+    return out
+
+
+def resolve(model_name: str, dataset_name: str, sets: list | dict | None = None) -> RunConfig:
+    """Build the run configuration: defaults -> task preset -> model presets -> ``sets``."""
+    from recboard.datasets.registry import dataset_spec
+    from recboard.models.registry import model_module, model_spec, model_class
+
+    spec = model_spec(model_name)
+    task = dataset_spec(dataset_name).task
+    module = model_module(model_name)
+    cls = model_class(model_name)
+    run = RunConfig(model_name, dataset_name, TrainConfig(), cls.config_class())
+    apply(run, {k: v for k, v in TASK_PRESETS[task].items()
+                if k in _field_types(run.train)}, f"{task} defaults")
+    if task == "impression":
+        run.train.protocol = "impressions"
+    apply(run, spec.overrides, f"model {model_name}")
+    presets = getattr(module, "PRESETS", {})
+    base = dataset_name.split("_")[0] if dataset_name.startswith("mind") else dataset_name
+    for key in ("*", base, dataset_name):
+        if key in presets:
+            apply(run, presets[key], f"preset {model_name}/{key}")
+    updates = parse_sets(sets) if isinstance(sets, (list, tuple)) else dict(sets or {})
+    apply(run, updates, "--set")
+    validate(run, task)
+    return run
+
+
+def validate(run: RunConfig, task: str) -> None:
+    t = run.train
+    if task == "sequence":
+        if t.protocol not in PROTOCOLS:
+            raise ConfigError(f"protocol must be one of {', '.join(PROTOCOLS)}, got {t.protocol!r}")
+        metrics = SEQUENCE_METRICS
+    else:
+        metrics = IMPRESSION_METRICS
+    if t.metric not in metrics:
+        raise ConfigError(f"metric for {task} data must be one of {', '.join(metrics)}, got {t.metric!r}")
+    for key in ("epochs", "batch_size", "eval_batch_size", "max_len", "history_len", "npratio"):
+        if getattr(t, key) < (0 if key == "epochs" else 1):
+            raise ConfigError(f"config key {key!r} must be positive, got {getattr(t, key)}")

@@ -1,0 +1,231 @@
+"""The data every model and the runner share: two prepared-dataset types and two batch types.
+
+Item/news indices are dense ints. Index 0 is padding everywhere. For news data index 1 is
+the shared "unknown news" slot (ids missing from news.tsv); real news start at 2.
+
+* ``SequenceData``: per-user item sequences in time order (ML-1m, Beauty, MIND clicks).
+  Leave-one-out by time: the last item is the test target, the second last the validation
+  target, everything before is training data.
+* ``NewsData``: MIND-style impressions (history of clicked news + candidates with 0/1
+  labels) and the news table (titles). ``click_sequences()`` turns it into
+  ``SequenceData`` so ID-based sequential models can train on MIND.
+
+These hold numpy arrays only, so training needs neither polars nor the raw files.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+import numpy as np
+
+PAD = 0
+UNKNOWN_NEWS = 1
+
+
+def ragged(offsets: np.ndarray, values: np.ndarray, i: int) -> np.ndarray:
+    return values[offsets[i]:offsets[i + 1]]
+
+
+def to_ragged(rows: list) -> tuple[np.ndarray, np.ndarray]:
+    """List of int sequences -> (offsets[n+1], concatenated int32 values)."""
+    lengths = np.fromiter((len(r) for r in rows), dtype=np.int64, count=len(rows))
+    offsets = np.zeros(len(rows) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    values = np.concatenate([np.asarray(r, dtype=np.int32) for r in rows]) if rows else np.zeros(0, np.int32)
+    return offsets, values.astype(np.int32, copy=False)
+
+
+@dataclass
+class SequenceData:
+    """Users' item sequences, time ordered. Items are 1..n_items (0 = padding)."""
+
+    name: str
+    n_items: int
+    offsets: np.ndarray          # int64 [n_users + 1]
+    items: np.ndarray            # int32 [n_interactions]
+    item_text: Optional[list] = None   # len n_items + 1, item_text[0] == "" (titles, genres)
+    raw_item_ids: Optional[list] = None  # original ids, by index (index 0 = "<pad>")
+    stats: dict = field(default_factory=dict)
+
+    task = "sequence"
+
+    @property
+    def n_users(self) -> int:
+        return len(self.offsets) - 1
+
+    def sequence(self, user: int) -> np.ndarray:
+        return ragged(self.offsets, self.items, user)
+
+    def lengths(self) -> np.ndarray:
+        return np.diff(self.offsets)
+
+    def train_sequences(self) -> list:
+        """Training part of every user: all but the last two items (leave-one-out)."""
+        return [self.sequence(u)[:-2] for u in range(self.n_users)]
+
+    def eval_examples(self, split: str) -> tuple[list, np.ndarray, np.ndarray]:
+        """(input sequences, targets, user ids) for ``split`` in {"valid", "test"}.
+
+        Validation predicts the second-last item from everything before it; test predicts
+        the last item from everything before it (the validation item included). Users with
+        fewer than 3 interactions have no evaluation example.
+        """
+        if split not in ("valid", "test"):
+            raise ValueError(f"split must be 'valid' or 'test', got {split!r}")
+        cut = 2 if split == "valid" else 1
+        inputs, targets, users = [], [], []
+        for u in range(self.n_users):
+            seq = self.sequence(u)
+            if len(seq) < 3:
+                continue
+            inputs.append(seq[:-cut])
+            targets.append(int(seq[-cut]))
+            users.append(u)
+        return inputs, np.asarray(targets, dtype=np.int64), np.asarray(users, dtype=np.int64)
+
+    def train_item_counts(self) -> np.ndarray:
+        """Interaction counts per item over the training part only ([n_items + 1])."""
+        counts = np.zeros(self.n_items + 1, dtype=np.int64)
+        for seq in self.train_sequences():
+            np.add.at(counts, seq, 1)
+        counts[PAD] = 0
+        return counts
+
+
+@dataclass
+class Impressions:
+    """A block of impressions in ragged form; all news as indices into ``NewsData``."""
+
+    user: np.ndarray             # int32 [N]   dense user index (shared across splits)
+    time: np.ndarray             # int64 [N]   unix seconds
+    hist_offsets: np.ndarray     # int64 [N + 1]
+    hist: np.ndarray             # int32       clicked news before the impression
+    cand_offsets: np.ndarray     # int64 [N + 1]
+    cand: np.ndarray             # int32       candidate news
+    label: np.ndarray            # int8        1 = clicked
+
+    def __len__(self) -> int:
+        return len(self.user)
+
+    def history(self, i: int) -> np.ndarray:
+        return ragged(self.hist_offsets, self.hist, i)
+
+    def candidates(self, i: int) -> np.ndarray:
+        return ragged(self.cand_offsets, self.cand, i)
+
+    def labels(self, i: int) -> np.ndarray:
+        return ragged(self.cand_offsets, self.label, i)
+
+    def subset(self, index: np.ndarray) -> "Impressions":
+        index = np.asarray(index, dtype=np.int64)
+        h_off, h = to_ragged([self.history(i) for i in index])
+        c_off, c = to_ragged([self.candidates(i) for i in index])
+        _, lab = to_ragged([self.labels(i) for i in index])
+        return Impressions(self.user[index], self.time[index], h_off, h, c_off, c, lab.astype(np.int8))
+
+
+@dataclass
+class NewsData:
+    """MIND-style data: news table + impressions split into train / valid / test.
+
+    ``valid`` is the time-last slice of the official train split (used for early stopping);
+    ``test`` is the official dev split (MIND's test labels are not public).
+    """
+
+    name: str
+    news_ids: list               # index -> official id; [0] = "<pad>", [1] = "<unknown>"
+    titles: list                 # index -> title ("" for pad / unknown)
+    categories: list             # index -> category ("" for pad / unknown)
+    train: Impressions
+    valid: Impressions
+    test: Impressions
+    n_users: int
+    stats: dict = field(default_factory=dict)
+
+    task = "impression"
+
+    @property
+    def n_items(self) -> int:
+        """Largest news index (news are 2..n_items, 1 = unknown)."""
+        return len(self.news_ids) - 1
+
+    @property
+    def item_text(self) -> list:
+        return self.titles
+
+    def click_sequences(self) -> SequenceData:
+        """Per-user click sequence for ID-based sequence models: the history field followed
+        by the user's clicks in train+valid impressions, in time order."""
+        per_user: dict = {}
+        for block in (self.train, self.valid):
+            order = np.argsort(block.time, kind="stable")
+            for i in order:
+                u = int(block.user[i])
+                if u not in per_user:
+                    per_user[u] = list(block.history(i))
+                clicked = block.candidates(i)[block.labels(i) == 1]
+                per_user[u].extend(int(x) for x in clicked)
+        users = sorted(per_user)
+        offsets, items = to_ragged([per_user[u] for u in users])
+        return SequenceData(self.name + "-clicks", self.n_items, offsets, items,
+                            item_text=self.titles, raw_item_ids=self.news_ids,
+                            stats={"users": len(users), "interactions": int(len(items))})
+
+    def train_item_counts(self) -> np.ndarray:
+        """Click counts per news over the training impressions (popularity baseline)."""
+        counts = np.zeros(self.n_items + 1, dtype=np.int64)
+        clicked = self.train.cand[self.train.label == 1]
+        np.add.at(counts, clicked, 1)
+        counts[PAD] = 0
+        return counts
+
+
+# --------------------------------------------------------------------------- batches
+
+@dataclass
+class SequenceBatch:
+    """``seq``: [B, L] item indices, left-padded with 0 (most recent item last).
+    ``target``: [B] next item (evaluation only; training batches leave it None and the
+    model builds its own objective from ``seq``)."""
+
+    seq: "torch.Tensor"
+    target: Optional["torch.Tensor"] = None
+
+    def to(self, device) -> "SequenceBatch":
+        return SequenceBatch(self.seq.to(device, non_blocking=True),
+                             None if self.target is None else self.target.to(device, non_blocking=True))
+
+
+@dataclass
+class ImpressionBatch:
+    """``history``: [B, H] clicked news, left-padded with 0. ``candidates``: [B, C] news,
+    right-padded with 0; ``mask`` [B, C] is True on real candidates; ``labels`` [B, C] 0/1.
+    In training batches column 0 is the clicked news and the rest sampled negatives."""
+
+    history: "torch.Tensor"
+    candidates: "torch.Tensor"
+    labels: "torch.Tensor"
+    mask: "torch.Tensor"
+
+    def to(self, device) -> "ImpressionBatch":
+        return ImpressionBatch(*(t.to(device, non_blocking=True)
+                                 for t in (self.history, self.candidates, self.labels, self.mask)))
+
+
+def left_pad(rows: list, length: int) -> np.ndarray:
+    """Last ``length`` items of each row, left-padded with 0 -> int64 [len(rows), length]."""
+    out = np.zeros((len(rows), length), dtype=np.int64)
+    for r, row in enumerate(rows):
+        row = row[-length:]
+        if len(row):
+            out[r, length - len(row):] = row
+    return out
+
+
+def right_pad(rows: list, length: int = 0, value: int = 0) -> np.ndarray:
+    length = max(length, max((len(r) for r in rows), default=0))
+    out = np.full((len(rows), length), value, dtype=np.int64)
+    for r, row in enumerate(rows):
+        out[r, :len(row)] = row
+    return out

@@ -1,0 +1,66 @@
+"""Dataset registry: string name -> adapter module, task and one-line description.
+
+Each adapter module ``recboard.datasets.<file>`` exposes
+``build(name, data_dir, download) -> SequenceData | NewsData`` (parsing the official files
+with polars) and ``source_files(name, data_dir) -> list[Path]`` (what the cache
+fingerprint covers). ``load_dataset`` goes through ``recboard.datasets.cache`` so
+training only ever reads the prepared numpy cache. Nothing here imports polars or torch.
+"""
+from __future__ import annotations
+
+import importlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from recboard.models.registry import unknown_name_error
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    module: str
+    task: str          # "sequence" or "impression"
+    description: str
+    env_var: str = ""  # where to look for files already on disk
+
+
+DATASETS: dict[str, DatasetSpec] = {
+    "ml-1m": DatasetSpec("recboard.datasets.movielens", "sequence",
+                         "MovieLens-1M ratings as time-ordered sequences (6,040 users, 3,416 items >= 5 ratings)",
+                         "RECBOARD_ML1M_DIR"),
+    "beauty": DatasetSpec("recboard.datasets.beauty", "sequence",
+                          "Amazon Beauty, BERT4Rec's release or the raw ratings CSV with 5-core filtering",
+                          "RECBOARD_BEAUTY_DIR"),
+    "mind_small": DatasetSpec("recboard.datasets.mind", "impression",
+                              "MIND-small news impressions (50k users); train = train, test = dev",
+                              "RECBOARD_MIND_DIR"),
+    "mind_large": DatasetSpec("recboard.datasets.mind", "impression",
+                              "MIND-large news impressions (1M users); test = dev", "RECBOARD_MIND_DIR"),
+    "mind_demo": DatasetSpec("recboard.datasets.mind", "impression",
+                             "MIND-demo (5k users), for quick end-to-end checks", "RECBOARD_MIND_DIR"),
+    "synthetic_seq": DatasetSpec("recboard.datasets.synthetic", "sequence",
+                                 "generated sequences with planted item transitions and user tastes (seeded)"),
+    "synthetic_mind": DatasetSpec("recboard.datasets.synthetic", "impression",
+                                  "generated news impressions with planted user-topic preference (seeded)"),
+}
+
+
+def dataset_spec(name: str) -> DatasetSpec:
+    if name not in DATASETS:
+        raise unknown_name_error("dataset", name, DATASETS)
+    return DATASETS[name]
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("RECBOARD_CACHE", Path.home() / ".cache" / "recboard"))
+
+
+def load_dataset(name: str, data_dir=None, cache_dir=None, download: bool = False):
+    """Prepared dataset from the cache, building (and caching) it on first use."""
+    spec = dataset_spec(name)
+    if data_dir is None and spec.env_var and os.environ.get(spec.env_var):
+        data_dir = os.environ[spec.env_var]
+    from recboard.datasets import cache
+    adapter = importlib.import_module(spec.module)
+    return cache.load_or_build(name, adapter, None if data_dir is None else Path(data_dir),
+                               Path(cache_dir) if cache_dir else default_cache_dir(), download)
