@@ -1,0 +1,33 @@
+"""Popularity: every user gets items ranked by how often they occur in the training part
+(leave-one-out training sequences, or clicks in MIND's training impressions)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from recboard.datasets.batches import ImpressionBatch
+
+
+@dataclass
+class PopularityConfig:
+    pass
+
+
+class PopularityModel(nn.Module):
+    config_class = PopularityConfig
+    tasks = {"sequence", "impression"}
+
+    def __init__(self, config: PopularityConfig, data):
+        super().__init__()
+        counts = torch.as_tensor(data.train_item_counts(), dtype=torch.float32)
+        self.register_buffer("counts", counts)
+
+    def loss(self, batch):
+        raise RuntimeError("the popularity model is counted, not trained")
+
+    def score(self, batch, item_vectors=None) -> torch.Tensor:
+        if isinstance(batch, ImpressionBatch):
+            return self.counts[batch.candidates]
+        return self.counts.expand(batch.seq.shape[0], -1).clone()
