@@ -98,7 +98,8 @@ def cmd_prepare(args) -> int:
 
 def metrics_table(results: list) -> str:
     from tabulate import tabulate
-    names = list(results[0].test_metrics)
+    from recboard.benchmarks.config import IMPRESSION_METRICS, SEQUENCE_METRICS
+    names = [m for m in dict.fromkeys((*SEQUENCE_METRICS, *IMPRESSION_METRICS)) if m in results[0].test_metrics]
     rows = [[r.model, r.dataset, r.protocol, *[r.test_metrics.get(n, float("nan")) for n in names],
              f"{r.wall_time_s:.1f}s", r.device] for r in results]
     return tabulate(rows, headers=["model", "dataset", "protocol", *names, "wall", "device"], floatfmt=".4f")
@@ -124,6 +125,9 @@ def cmd_run(args) -> int:
         raise C.ConfigError("--resume needs --checkpoint-dir (where the interrupted run wrote its checkpoints)")
     result = run(cfg, data_dir=args.data_dir, cache_dir=args.cache_dir, tracking=not args.no_track,
                  progress=not args.quiet, checkpoint_dir=args.checkpoint_dir, resume=args.resume)
+    from recboard.benchmarks.distributed import is_main
+    if not is_main():  # torchrun: rank 0 reports
+        return 0
     print(metrics_table([result]))
     if result.mlflow_run_id:
         from recboard.benchmarks.tracking import tracking_uri
