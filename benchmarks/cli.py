@@ -59,10 +59,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="fixed config overrides")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out-dir", help="where to write the trials table and plots")
+    p.add_argument("--no-track", action="store_true", help="do not record the study in MLflow")
 
     p = sub.add_parser("leaderboard", help="paper-style tables from the MLflow runs, published numbers beside")
     p.add_argument("--out", help="write to this file (e.g. leaderboard/LEADERBOARD.md) instead of stdout")
-    p.add_argument("--format", choices=("markdown", "csv", "json"), default="markdown")
+    p.add_argument("--format", choices=("markdown", "csv", "json"),
+                   help="default: from --out's suffix (.md/.csv/.json), else markdown")
+    p.add_argument("--tracking-uri", help="read runs from this MLflow store (default: as bench run)")
+    p.add_argument("--references", help="published-numbers toml (default: leaderboard/references.toml)")
+    p.add_argument("--dataset", action="append", help="only these datasets (repeatable)")
 
     p = sub.add_parser("demo", help="small end-to-end demo on synthetic data: trains, logs to MLflow, prints a table")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
@@ -141,13 +146,15 @@ def cmd_tune(args) -> int:
     from recboard.benchmarks.tuning import tune
     tune(args.model, args.dataset, trials=args.trials, timeout=args.timeout, storage=args.storage,
          study=args.study, space=args.space, sets=args.set, data_dir=args.data_dir, cache_dir=args.cache_dir,
-         seed=args.seed, out_dir=args.out_dir)
+         seed=args.seed, out_dir=args.out_dir, tracking=not args.no_track)
     return 0
 
 
 def cmd_leaderboard(args) -> int:
     from recboard.leaderboard import render
-    text = render.build(fmt=args.format)
+    fmt = args.format or (render.FORMATS.get(Path(args.out).suffix.lower(), "markdown") if args.out else "markdown")
+    text = render.build(fmt=fmt, tracking_uri=args.tracking_uri, references=args.references,
+                        datasets=args.dataset)
     if args.out:
         render.write_text(args.out, text)
         print(f"wrote {args.out}")

@@ -1,0 +1,446 @@
+"""``bench tune``: Optuna search over a model's hyper-parameters, tracked in MLflow.
+
+* Search space: the model module's ``SEARCH_SPACE`` ({key: ("float", lo, hi) |
+  ("logfloat", lo, hi) | ("int", lo, hi) | ("categorical", [..])}), overridden per key with
+  ``--space key=low:high`` (``key=low:high:log`` for a log scale) or ``--space key=a,b,c``.
+  Keys fixed with ``--set`` leave the default space.
+* TPE sampler (seeded), median pruning on the per-epoch validation metric (the runner's
+  ``on_epoch`` hook), direction maximize.
+* Storage: one sqlite file per study (``~/recboard/studies/<study>.db``, or ``out_dir``) or
+  any Optuna RDB URL, opened with ``load_if_exists``: re-running resumes, and ``trials=N``
+  means "until the study holds N complete + pruned trials" (3 then 5 gives 5 in total).
+  An interrupted trial (Ctrl-C included) is stored as FAIL and the interrupt re-raised.
+* MLflow: one parent run per ``tune()`` call (``recboard.kind=tune``) with one nested run per
+  trial (``recboard.kind=trial``, ``recboard.study``); at the end a trials table and PNG plots
+  (validation metric vs each tuned key, optimisation history, learning curves) go to
+  ``out_dir`` and onto the parent run as artifacts.
+"""
+from __future__ import annotations
+
+import json
+import re
+import sys
+import time
+from pathlib import Path
+
+KINDS = ("float", "logfloat", "int", "categorical")
+MAX_FAILURES_IN_ROW = 5
+TRIALS_TABLE = "trials.md"
+
+
+class TuningError(ValueError):
+    pass
+
+
+# --------------------------------------------------------------------------- search space
+
+def default_space(model: str) -> dict:
+    """The model's ``SEARCH_SPACE``; a clear error for models without one (random, pop)."""
+    from recboard.models.registry import MODELS, model_module, model_spec
+
+    space = getattr(model_module(model), "SEARCH_SPACE", None)
+    if not space:
+        tunable = []
+        for name in MODELS:
+            try:
+                if getattr(model_module(name), "SEARCH_SPACE", None):
+                    tunable.append(name)
+            except ImportError:
+                continue
+        raise TuningError(f"model {model!r} has no hyper-parameters to tune ({model_spec(model).module} defines "
+                          f"no SEARCH_SPACE); models with a search space: {', '.join(tunable)}")
+    return dict(space)
+
+
+def check_space(space: dict, valid_keys, source: str) -> dict:
+    """Validate {key: (kind, ...)} entries; returns a normalised copy."""
+    out = {}
+    for key, spec in space.items():
+        if key not in valid_keys:
+            raise TuningError(f"{source}: unknown config key {key!r}; valid keys: {', '.join(sorted(valid_keys))}")
+        if not isinstance(spec, (tuple, list)) or not spec or spec[0] not in KINDS:
+            raise TuningError(f"{source}: {key!r} must be (kind, ...) with kind one of {', '.join(KINDS)}, got {spec!r}")
+        kind = spec[0]
+        if kind == "categorical":
+            if len(spec) != 2 or not isinstance(spec[1], (list, tuple)) or not spec[1]:
+                raise TuningError(f"{source}: {key!r} categorical needs a non-empty list of choices, got {spec!r}")
+            out[key] = ("categorical", list(spec[1]))
+            continue
+        if len(spec) != 3 or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in spec[1:]):
+            raise TuningError(f"{source}: {key!r} {kind} needs numeric (low, high), got {spec!r}")
+        low, high = spec[1], spec[2]
+        if not low < high:
+            raise TuningError(f"{source}: {key!r} needs low < high, got {low} and {high}")
+        if kind == "logfloat" and low <= 0:
+            raise TuningError(f"{source}: {key!r} logfloat needs low > 0, got {low}")
+        if kind == "int" and not (float(low).is_integer() and float(high).is_integer()):
+            raise TuningError(f"{source}: {key!r} int needs integer bounds, got {low} and {high}")
+        out[key] = (kind, int(low), int(high)) if kind == "int" else (kind, float(low), float(high))
+    return out
+
+
+def parse_space(overrides, key_types: dict, base: dict | None = None) -> dict:
+    """``["lr=1e-4:1e-2:log", "hidden_size=64,128"]`` -> space entries, typed by the config
+    field each key belongs to (``key_types``: key -> Python type)."""
+    from recboard.benchmarks.config import ConfigError, coerce
+
+    base = base or {}
+    out = {}
+    for text in overrides or []:
+        if "=" not in text:
+            raise TuningError(f"--space expects key=low:high or key=a,b,c, got {text!r}")
+        key, value = (part.strip() for part in text.split("=", 1))
+        if key not in key_types:
+            raise TuningError(f"--space {text!r}: unknown config key {key!r}; valid keys: "
+                              f"{', '.join(sorted(key_types))}")
+        typ = key_types[key]
+        try:
+            if ":" in value:
+                parts = value.split(":")
+                log = len(parts) == 3 and parts[2].strip().lower() == "log"
+                if len(parts) not in (2, 3) or (len(parts) == 3 and not log):
+                    raise TuningError(f"--space {text!r}: a range is low:high or low:high:log")
+                if typ is int:
+                    if log:
+                        raise TuningError(f"--space {text!r}: log scale is for float keys; {key!r} is an int")
+                    out[key] = ("int", coerce(key, parts[0], int), coerce(key, parts[1], int))
+                elif typ is float:
+                    log = log or (base.get(key, ("",))[0] == "logfloat")
+                    out[key] = ("logfloat" if log else "float", coerce(key, parts[0], float),
+                                coerce(key, parts[1], float))
+                else:
+                    raise TuningError(f"--space {text!r}: {key!r} is a {getattr(typ, '__name__', typ)}; "
+                                      f"give choices, e.g. {key}=a,b")
+            elif "," in value:
+                out[key] = ("categorical", [coerce(key, v.strip(), typ) for v in value.split(",") if v.strip()])
+            else:
+                raise TuningError(f"--space {text!r}: one value is not a range; use --set {key}={value} to fix "
+                                  f"it, or give key=low:high / key=a,b,c")
+        except ConfigError as err:
+            raise TuningError(f"--space {text!r}: {err}") from None
+    return check_space(out, key_types, "--space")
+
+
+def suggest(trial, space: dict) -> dict:
+    params = {}
+    for key, spec in space.items():
+        kind = spec[0]
+        if kind == "categorical":
+            params[key] = trial.suggest_categorical(key, spec[1])
+        elif kind == "int":
+            params[key] = trial.suggest_int(key, spec[1], spec[2])
+        else:
+            params[key] = trial.suggest_float(key, spec[1], spec[2], log=kind == "logfloat")
+    return params
+
+
+def config_key_types(cfg) -> dict:
+    """Every settable config key -> its (non-Optional) Python type."""
+    import typing
+
+    from recboard.benchmarks.config import _field_types
+
+    out = {}
+    for obj in (cfg.train, cfg.model):
+        for key, typ in _field_types(obj).items():
+            if typing.get_origin(typ) is typing.Union:
+                typ = next(a for a in typing.get_args(typ) if a is not type(None))
+            out[key] = typ
+    return out
+
+
+def resolve_search(model: str, dataset: str, space=None, sets=None):
+    """(config with the fixed values, fixed values, search space): the model's SEARCH_SPACE
+    minus keys fixed by ``sets``, plus the ``space`` overrides."""
+    from recboard.benchmarks import config as C
+
+    fixed = C.parse_sets(sets) if isinstance(sets, (list, tuple)) else dict(sets or {})
+    base_cfg = C.resolve(model, dataset, fixed)           # checks model, dataset and --set
+    key_types = config_key_types(base_cfg)
+    search = {k: v for k, v in check_space(default_space(model), key_types,
+                                           f"SEARCH_SPACE of {model}").items() if k not in fixed}
+    if isinstance(space, dict):
+        overrides = check_space(space, key_types, "space")
+    else:
+        overrides = parse_space(space, key_types, search)
+    clash = sorted(set(overrides) & set(fixed))
+    if clash:
+        raise TuningError(f"{', '.join(clash)} both fixed with --set and searched with --space; pick one")
+    return base_cfg, fixed, {**search, **overrides}
+
+
+# --------------------------------------------------------------------------- storage
+
+def parse_duration(value) -> float | None:
+    """3600, "3600", "90s", "90m", "1.5h" -> seconds."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, (int, float)):
+        seconds = float(value)
+    else:
+        match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([smhd]?)\s*", str(value).lower())
+        if not match:
+            raise TuningError(f"--timeout expects seconds or a duration like 90m / 2h, got {value!r}")
+        seconds = float(match.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}[match.group(2)]
+    if seconds <= 0:
+        raise TuningError(f"--timeout must be positive, got {value!r}")
+    return seconds
+
+
+def studies_dir() -> Path:
+    from recboard.benchmarks.tracking import recboard_home
+    return recboard_home() / "studies"
+
+
+def storage_url(study: str, storage: str | None = None, out_dir=None) -> str:
+    if storage:
+        return storage
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._@+-]*", study):
+        raise TuningError(f"study name {study!r} becomes a file name: use letters, digits and . _ @ + - "
+                          "(or pass --storage)")
+    folder = Path(out_dir) if out_dir else studies_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{(folder / f'{study}.db').resolve()}"
+
+
+def _open_storage(url: str):
+    import optuna
+
+    if url.startswith(("sqlite", "postgresql", "mysql", "oracle", "mssql")):
+        import warnings
+        with warnings.catch_warnings():  # heartbeats are marked experimental
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            # a heartbeat lets the next worker mark a crashed worker's RUNNING trial as FAIL
+            return optuna.storages.RDBStorage(url, heartbeat_interval=60, grace_period=180)
+    return url
+
+
+def _redact(url: str) -> str:
+    return re.sub(r"//([^:/@]+):[^@]*@", r"//\1:***@", url)
+
+
+def best_params(study_name: str, storage: str | None = None) -> dict:
+    """Tuned parameters of the study's best complete trial (for ``bench run --from-study``).
+    Keys fixed with ``--set`` while tuning are not included."""
+    import optuna
+
+    url = storage or storage_url(study_name)
+    if not storage and not Path(url[len("sqlite:///"):]).exists():
+        raise TuningError(f"no study {study_name!r}: {url[len('sqlite:///'):]} does not exist "
+                          f"(pass --storage if the study lives elsewhere)")
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    names = optuna.study.get_all_study_names(storage=url)
+    if study_name not in names:
+        raise TuningError(f"no study {study_name!r} in {_redact(url)}; studies there: {', '.join(names) or 'none'}")
+    study = optuna.load_study(study_name=study_name, storage=url)
+    complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    if not complete:
+        raise TuningError(f"study {study_name!r} has no complete trial yet ({len(study.trials)} trials in total)")
+    return dict(study.best_trial.params)
+
+
+# --------------------------------------------------------------------------- tune
+
+def tune(model: str, dataset: str, trials: int, timeout=None, storage: str | None = None,
+         study: str | None = None, space=None, sets=None, data_dir=None, cache_dir=None, seed: int = 0,
+         out_dir=None, *, pruner=None, data=None, tracking: bool = True):
+    """Run (or resume) an Optuna study until it holds ``trials`` complete + pruned trials.
+
+    ``space``: ``--space`` strings or a dict in ``SEARCH_SPACE`` form; ``sets``: fixed config
+    (``--set`` strings or a dict); ``pruner``: an Optuna pruner (default
+    ``MedianPruner(n_startup_trials=5, n_warmup_steps=3)``); ``data``: an already loaded
+    dataset. Returns the ``optuna.Study``.
+    """
+    import optuna
+
+    from recboard.benchmarks import config as C
+    from recboard.benchmarks import runner
+    from recboard.benchmarks.plots import plot_study
+    from recboard.benchmarks.tracking import git_commit, setup
+
+    if trials < 1:
+        raise TuningError(f"--trials must be >= 1, got {trials}")
+    timeout_s = parse_duration(timeout)
+    base_cfg, fixed, search = resolve_search(model, dataset, space, sets)
+    metric = base_cfg.train.metric
+    study_name = study or f"{model}-{dataset}"
+    url = storage_url(study_name, storage, out_dir)
+    out_dir = Path(out_dir) if out_dir else studies_dir() / study_name
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    study_obj = optuna.create_study(study_name=study_name, storage=_open_storage(url), direction="maximize",
+                                    load_if_exists=True,
+                                    pruner=pruner or optuna.pruners.MedianPruner(n_startup_trials=5,
+                                                                                 n_warmup_steps=3))
+    _check_resume(study_obj, model, dataset, metric, search, fixed)
+    # a resumed study gets a sampler seeded past the trials it already has, so it does not
+    # replay the first run's random start-up suggestions
+    study_obj.sampler = optuna.samplers.TPESampler(seed=seed + len(study_obj.trials))
+    if data is None:
+        from recboard.datasets.registry import load_dataset
+        data = load_dataset(dataset, data_dir=data_dir, cache_dir=cache_dir)
+
+    def objective(trial):
+        params = suggest(trial, search)
+        try:
+            cfg = C.resolve(model, dataset, {**fixed, **params})
+        except ValueError as err:
+            trial.set_user_attr("error", f"{type(err).__name__}: {err}")
+            raise
+
+        def on_epoch(epoch: int, valid: dict) -> None:
+            trial.report(float(valid[metric]), epoch)
+            if trial.should_prune():
+                raise optuna.TrialPruned(f"epoch {epoch}: valid {metric} {valid[metric]:.4f} below the median")
+
+        try:
+            result = runner.run(cfg, data=data, on_epoch=on_epoch, tracking=tracking, nested=True,
+                                run_name=f"{study_name} trial {trial.number}",
+                                extra_tags={"recboard.kind": "trial", "recboard.study": study_name,
+                                            "recboard.trial": str(trial.number)})
+        except (ValueError, runner.NonFiniteLossError) as err:
+            trial.set_user_attr("error", f"{type(err).__name__}: {err}"[:1000])
+            raise
+        except optuna.TrialPruned:
+            if tracking:
+                trial.set_user_attr("mlflow_run_id", _trial_run_id(study_name, trial.number))
+            raise
+        trial.set_user_attr("mlflow_run_id", result.mlflow_run_id)
+        trial.set_user_attr("best_epoch", result.best_epoch)
+        trial.set_user_attr("train_time_s", round(result.train_time_s, 3))
+        trial.set_user_attr("test", {k: float(v) for k, v in result.test_metrics.items()})
+        return float(result.valid_metrics[metric])
+
+    mlflow = setup() if tracking else None
+    parent = None
+    if mlflow is not None:
+        parent = mlflow.start_run(run_name=f"tune {study_name}", tags={
+            "recboard.kind": "tune", "recboard.study": study_name, "recboard.model": model,
+            "recboard.dataset": dataset, "recboard.task": _task(dataset), "recboard.protocol": base_cfg.train.protocol,
+            "recboard.metric": metric, "recboard.git_commit": git_commit()})
+    status = "FAILED"
+    try:
+        if parent is not None:
+            mlflow.log_params({"study": study_name, "storage": _redact(url)[:500], "trials": trials, "seed": seed,
+                               "timeout_s": timeout_s, "space": json.dumps(search)[:5000],
+                               "fixed": json.dumps(fixed, default=str)[:5000]})
+        _optimize(study_obj, objective, trials, timeout_s)
+        status = "FINISHED"
+    except KeyboardInterrupt:
+        status = "KILLED"
+        raise
+    finally:
+        try:  # the table and plots of what ran, also after an interrupt
+            _report(study_obj, search, metric, model, dataset, out_dir, plot_study, mlflow)
+        except Exception as err:
+            if status == "FINISHED":
+                status = "FAILED"
+                raise
+            print(f"recboard: could not write the trials report: {err}", file=sys.stderr)
+        finally:
+            if parent is not None:
+                mlflow.end_run(status=status)
+    return study_obj
+
+
+def _trial_run_id(study_name: str, number: int) -> str | None:
+    """MLflow run of a trial that ended by exception (pruned), found by its tags."""
+    import mlflow
+
+    if "'" in study_name:
+        return None
+    runs = mlflow.search_runs(search_all_experiments=True, max_results=1, output_format="list",
+                              order_by=["attributes.start_time DESC"],
+                              filter_string=f"tags.`recboard.study` = '{study_name}' and "
+                                            f"tags.`recboard.trial` = '{number}'")
+    return runs[0].info.run_id if runs else None
+
+
+def _task(dataset: str) -> str:
+    from recboard.datasets.registry import dataset_spec
+    return dataset_spec(dataset).task
+
+
+def _check_resume(study, model: str, dataset: str, metric: str, search: dict, fixed: dict) -> None:
+    """A study name is bound to one model, dataset and objective; the space may change."""
+    attrs = study.user_attrs
+    if not attrs:
+        for key, value in (("model", model), ("dataset", dataset), ("metric", metric),
+                           ("space", json.dumps(search)), ("fixed", json.dumps(fixed, default=str))):
+            study.set_user_attr(key, value)
+        return
+    for key, value in (("model", model), ("dataset", dataset), ("metric", metric)):
+        if attrs.get(key) != value:
+            raise TuningError(f"study {study.study_name!r} tunes {key} {attrs.get(key)!r}, not {value!r}; "
+                              "use another --study name")
+    if attrs.get("space") != json.dumps(search):
+        print(f"recboard: study {study.study_name!r} resumes with a different search space "
+              f"(was {attrs.get('space')})", file=sys.stderr)
+        study.set_user_attr("space", json.dumps(search))
+
+
+def _optimize(study, objective, trials: int, timeout_s: float | None) -> None:
+    """One trial at a time until ``trials`` complete + pruned trials exist (counted in the
+    storage, so parallel workers share the target), the timeout passes, or too many trials
+    fail in a row."""
+    import optuna
+
+    S = optuna.trial.TrialState
+    start, failures = time.monotonic(), 0
+    while len(study.get_trials(deepcopy=False, states=(S.COMPLETE, S.PRUNED))) < trials:
+        if timeout_s is not None and time.monotonic() - start >= timeout_s:
+            print(f"recboard: --timeout reached after {time.monotonic() - start:.0f} s", file=sys.stderr)
+            return
+        # KeyboardInterrupt inside a trial: Optuna stores the trial as FAIL, then re-raises
+        study.optimize(objective, n_trials=1, catch=(ValueError, RuntimeError), gc_after_trial=False)
+        last = study.trials[-1]
+        failures = failures + 1 if last.state == S.FAIL else 0
+        if failures >= MAX_FAILURES_IN_ROW:
+            raise TuningError(f"{failures} trials failed in a row; last error: "
+                              f"{last.user_attrs.get('error', 'see the log above')}")
+
+
+def trials_frame(study):
+    """One row per trial: number, state, value, epochs run, best epoch, params, MLflow run."""
+    import pandas as pd
+
+    rows = []
+    for t in study.trials:
+        row = {"trial": t.number, "state": t.state.name, "value": t.value,
+               "epochs": max(t.intermediate_values) if t.intermediate_values else None,
+               "best_epoch": t.user_attrs.get("best_epoch"),
+               "seconds": t.duration.total_seconds() if t.duration else None}
+        row.update(t.params)
+        row["mlflow_run"] = (t.user_attrs.get("mlflow_run_id") or "")[:8]
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _report(study, search: dict, metric: str, model: str, dataset: str, out_dir: Path, plot_study, mlflow) -> None:
+    """Trials table (stdout + files) and plots, also logged to the parent MLflow run."""
+    from tabulate import tabulate
+    import optuna
+
+    frame = trials_frame(study)
+    if frame.empty:
+        return
+    shown = frame.astype(object).where(frame.notna(), None)  # blank, not "nan", for missing cells
+    table = tabulate(shown, headers="keys", tablefmt="github", showindex=False, floatfmt=".4g", missingval="")
+    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    counts = frame["state"].value_counts().to_dict()
+    header = (f"Study {study.study_name}: {model} on {dataset}, valid {metric} (maximize); "
+              + ", ".join(f"{n} {s.lower()}" for s, n in sorted(counts.items())))
+    best = (f"Best: trial {study.best_trial.number}, valid {metric} {study.best_value:.4f}, "
+            f"params {json.dumps(study.best_trial.params)}") if complete else "Best: no complete trial yet"
+    print(f"{header}\n\n{table}\n\n{best}")
+    (out_dir / TRIALS_TABLE).write_text(f"{header}\n\n{table}\n\n{best}\n")
+    frame.to_csv(out_dir / "trials.csv", index=False)
+    files = [out_dir / TRIALS_TABLE, out_dir / "trials.csv"]
+    files += plot_study(study, list(search), metric, out_dir, title=f"{model} on {dataset}")
+    if mlflow is not None and mlflow.active_run() is not None:
+        if complete:
+            mlflow.log_metrics({f"best_valid/{metric.replace('@', '_at_')}": study.best_value,
+                                "n_complete": counts.get("COMPLETE", 0), "n_pruned": counts.get("PRUNED", 0),
+                                "n_failed": counts.get("FAIL", 0)})
+        for path in files:
+            mlflow.log_artifact(str(path))

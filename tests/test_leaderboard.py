@@ -1,0 +1,266 @@
+"""`bench leaderboard`: MLflow runs -> paper-style tables (golden file), selection by
+validation not test, protocols kept apart, csv / json, atomic write, references.toml."""
+from __future__ import annotations
+
+import io
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("mlflow")
+pd = pytest.importorskip("pandas")
+
+from recboard.leaderboard import render as lb  # noqa: E402
+
+GOLDEN = Path(__file__).parent / "golden" / "leaderboard.md"
+COMMIT, DATE = "0123abc", "2026-01-02"
+
+REFERENCES = """
+[citations.paper2019]
+text = "A. Author. A Paper. Venue 2019."
+url = "https://example.org/paper"
+
+[citations.unused2020]
+text = "B. Author. Not shown. Venue 2020."
+
+[[results]]
+dataset = "ml-1m"
+protocol = "full"
+model = "SASRec (published)"
+citation = "paper2019"
+source = "Table 1"
+metrics = { "HR@10" = "0.2500", "NDCG@10" = "0.1341" }
+
+[[results]]
+dataset = "ml-1m"
+protocol = "sampled-pop100"
+model = "BERT4Rec (published)"
+citation = "paper2019"
+source = "Table 2"
+metrics = { "HR@10" = "0.6970" }
+"""
+
+SEQ = ("HR@1", "HR@5", "HR@10", "NDCG@5", "NDCG@10", "MRR")
+IMP = ("AUC", "MRR", "nDCG@5", "nDCG@10")
+
+
+def fresh_store(tmp_path) -> str:
+    """A sqlite tracking URI on an empty MLflow database. Creating one runs MLflow's schema
+    migrations (~7 s), so a migrated empty database is made once and copied."""
+    import shutil
+    import tempfile
+
+    import mlflow
+
+    template = Path(tempfile.gettempdir()) / f"recboard-test-mlflow-{mlflow.__version__}.db"
+    if not template.exists():
+        scratch = template.with_suffix(f".{os.getpid()}.tmp")
+        mlflow.MlflowClient(f"sqlite:///{scratch}").search_experiments()  # creates the schema
+        os.replace(scratch, template)
+    shutil.copy(template, tmp_path / "mlflow.db")
+    return f"sqlite:///{tmp_path / 'mlflow.db'}"
+
+
+def _log(client, experiment_id, *, model, dataset, protocol, valid, test, kind="run", status="FINISHED",
+         metric=None, device="cpu", train_time=90.0, n_params=12345, with_test=True):
+    from mlflow.entities import Metric, Param
+
+    task = "impression" if protocol == "impressions" else "sequence"
+    metric = metric or ("AUC" if task == "impression" else "NDCG@10")
+    names = IMP if task == "impression" else SEQ
+    tags = {"recboard.model": model, "recboard.dataset": dataset, "recboard.task": task,
+            "recboard.protocol": protocol, "recboard.metric": metric, "recboard.device": device,
+            "recboard.git_commit": "feedbeef", "recboard.kind": kind, "recboard.fingerprint": "fp"}
+    run = client.create_run(experiment_id, tags=tags)
+    key = metric.replace("@", "_at_")
+    metrics = [Metric(f"valid/{key}", valid * (epoch + 1) / 3, 0, epoch) for epoch in range(3)]
+    metrics.append(Metric(f"best_valid/{key}", valid, 0, 0))
+    if with_test:
+        metrics += [Metric(f"test/{name.replace('@', '_at_')}", round(test + 0.01 * i, 4), 0, 0)
+                    for i, name in enumerate(names)]
+    metrics += [Metric(k, v, 0, 0) for k, v in {"wall_time_s": train_time + 5, "train_time_s": train_time,
+                                                "n_params": n_params, "best_epoch": 2}.items()]
+    client.log_batch(run.info.run_id, metrics=metrics, params=[Param("lr", "0.001"), Param("epochs", "3")])
+    client.set_terminated(run.info.run_id, status=status)
+    return run.info.run_id
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    import mlflow
+
+    root = tmp_path_factory.mktemp("mlflow")
+    uri = fresh_store(root)
+    client = mlflow.MlflowClient(uri)
+    exp = client.create_experiment("lb", artifact_location=(root / "artifacts").as_uri())
+    log = lambda **kw: _log(client, exp, **kw)  # noqa: E731
+    ids = {
+        # sasrec/ml-1m/full: B has the better TEST score, A the better VALIDATION score
+        "sasrec_a": log(model="sasrec", dataset="ml-1m", protocol="full", valid=0.30, test=0.10,
+                        device="NVIDIA H100 80GB HBM3", train_time=4000, n_params=1_234_567),
+        "sasrec_b": log(model="sasrec", dataset="ml-1m", protocol="full", valid=0.25, test=0.50),
+        "bert4rec_run": log(model="bert4rec", dataset="ml-1m", protocol="full", valid=0.20, test=0.20),
+        # a tuning trial beats the plain bert4rec run on validation: trials count
+        "bert4rec_trial": log(model="bert4rec", dataset="ml-1m", protocol="full", valid=0.22, test=0.15,
+                              kind="trial", train_time=30),
+        "pop": log(model="pop", dataset="ml-1m", protocol="full", valid=0.05, test=0.05, train_time=1.5,
+                   n_params=0),
+        # never shown: failed / killed runs, the tune parent, a run without test metrics
+        "failed": log(model="sasrec", dataset="ml-1m", protocol="full", valid=0.99, test=0.99, status="FAILED"),
+        "killed": log(model="sasrec", dataset="ml-1m", protocol="full", valid=0.98, test=0.98, kind="trial",
+                      status="KILLED"),
+        "tune": log(model="sasrec", dataset="ml-1m", protocol="full", valid=0.97, test=0.97, kind="tune"),
+        "no_test": log(model="sasrec", dataset="ml-1m", protocol="full", valid=0.96, test=0.0, with_test=False),
+        # same model, other protocol: its own table, never mixed with full ranking
+        "sasrec_uni": log(model="sasrec", dataset="ml-1m", protocol="sampled-uni100", valid=0.70, test=0.60),
+        "nrms": log(model="nrms_glove", dataset="mind_small", protocol="impressions", valid=0.66, test=0.60,
+                    n_params=5_000_000),
+        "random_mind": log(model="random", dataset="mind_small", protocol="impressions", valid=0.5, test=0.25),
+    }
+    return uri, ids
+
+
+@pytest.fixture(scope="module")
+def references(tmp_path_factory):
+    path = tmp_path_factory.mktemp("refs") / "references.toml"
+    path.write_text(REFERENCES)
+    return lb.load_references(path)
+
+
+def _stable(df, ids):
+    """Run ids are random uuids: swap in readable names so the golden file is stable."""
+    names = {v: k for k, v in ids.items()}
+    return df.assign(run_id=df["run_id"].map(names))
+
+
+def test_collect_picks_best_validation_not_test(store):
+    uri, ids = store
+    best = lb.collect(uri)
+    picked = {(r.dataset, r.protocol, r.model): r.run_id for r in best.itertuples()}
+    assert picked == {
+        ("ml-1m", "full", "sasrec"): ids["sasrec_a"],          # not sasrec_b (better test)
+        ("ml-1m", "full", "bert4rec"): ids["bert4rec_trial"],  # trial with better validation
+        ("ml-1m", "full", "pop"): ids["pop"],
+        ("ml-1m", "sampled-uni100", "sasrec"): ids["sasrec_uni"],
+        ("mind_small", "impressions", "nrms_glove"): ids["nrms"],
+        ("mind_small", "impressions", "random"): ids["random_mind"],
+    }
+    row = best[best["run_id"] == ids["sasrec_a"]].iloc[0]
+    assert row["NDCG@10"] == pytest.approx(0.14) and row["valid"] == pytest.approx(0.30)
+    assert row["selected_by"] == "NDCG@10"
+    everything = lb.collect(uri, best_only=False)
+    excluded = {ids[k] for k in ("failed", "killed", "tune", "no_test")}
+    assert not excluded & set(everything["run_id"]) and len(everything) == 8
+
+
+def test_markdown_matches_golden(store, references):
+    uri, ids = store
+    text = lb.render(_stable(lb.collect(uri), ids), references, commit=COMMIT, date=DATE)
+    if os.environ.get("RECBOARD_UPDATE_GOLDEN"):
+        GOLDEN.parent.mkdir(exist_ok=True)
+        GOLDEN.write_text(text)
+    assert text == GOLDEN.read_text()
+
+
+def test_markdown_layout(store, references):
+    uri, ids = store
+    text = lb.render(_stable(lb.collect(uri), ids), references, commit=COMMIT, date=DATE)
+    sections = text.split("### ")
+    full = next(s for s in sections if s.startswith("ML-1m — full ranking (all items, seen items masked)"))
+    uni = next(s for s in sections if s.startswith("ML-1m — sampled ranking (target + 100 uniformly"))
+    mind = next(s for s in sections if s.startswith("MIND-small — impression ranking"))
+    # protocols apart: the sampled run is only in the sampled table, the published
+    # sampled-pop100 row appears nowhere (we have no run under that protocol)
+    assert "`sasrec_u`" in uni and "`sasrec_u`" not in full and "BERT4Rec (published)" not in text
+    assert "| SASRec (published) | published [paper2019]" in full and "0.2500" in full and "n/r" in full
+    header = next(line for line in full.splitlines() if line.startswith("| Model"))
+    assert [c.strip() for c in header.strip("|").split("|")] == [
+        "Model", "Source", *SEQ, "Train time", "Device", "Params", "Run"]
+    mind_header = next(line for line in mind.splitlines() if line.startswith("| Model"))
+    assert [c.strip() for c in mind_header.strip("|").split("|")][2:6] == list(IMP)
+    # best of OUR rows in bold: sasrec_a has NDCG@10 0.1400 < bert4rec trial 0.1900
+    assert "**0.1900**" in full and "**0.1400**" not in full
+    sasrec_line = next(line for line in full.splitlines() if line.startswith("| sasrec"))
+    assert "1.11 h" in sasrec_line and "NVIDIA H100 80GB HBM3" in sasrec_line and "1.23M" in sasrec_line
+    # a model with runs elsewhere but none here shows "—"
+    assert any(line.startswith("| nrms_glove") and "—" in line for line in full.splitlines())
+    assert "Krichene & Rendle" in text and "[paper2019] A. Author" in text and "unused2020" not in text
+    assert f"`{COMMIT}`" in text and DATE in text
+
+
+def test_csv_and_json(store, references):
+    uri, ids = store
+    df = _stable(lb.collect(uri), ids)
+    table = pd.read_csv(io.StringIO(lb.render(df, references, fmt="csv", commit=COMMIT, date=DATE)))
+    assert len(table) == 6 + 1  # our best runs + the ml-1m/full published row
+    ours = table[table["source"] == "ours"].set_index(["dataset", "protocol", "model"])
+    assert ours.loc[("ml-1m", "full", "sasrec"), "run_id"] == "sasrec_a"
+    assert ours.loc[("ml-1m", "full", "sasrec"), "valid"] == pytest.approx(0.30)
+    assert ours.loc[("mind_small", "impressions", "nrms_glove"), "AUC"] == pytest.approx(0.60)
+    assert pd.isna(ours.loc[("mind_small", "impressions", "nrms_glove"), "HR@10"])
+    published = table[table["source"] == "published"].iloc[0]
+    assert published["citation"] == "paper2019" and published["NDCG@10"] == pytest.approx(0.1341)
+
+    data = json.loads(lb.render(df, references, fmt="json", commit=COMMIT, date=DATE))
+    assert data["commit"] == COMMIT and data["date"] == DATE
+    keys = [(t["dataset"], t["protocol"]) for t in data["tables"]]
+    assert keys == [("ml-1m", "full"), ("ml-1m", "sampled-uni100"), ("mind_small", "impressions")]
+    mind = data["tables"][2]
+    assert mind["metrics"] == list(IMP) and {r["model"] for r in mind["rows"]} == {"nrms_glove", "random"}
+    only_mind = lb.render(df, references, commit=COMMIT, date=DATE, datasets=["mind_small"])
+    assert "### MIND-small" in only_mind and "### ML-1m" not in only_mind
+    with pytest.raises(ValueError, match="unknown leaderboard format"):
+        lb.render(df, references, fmt="html")
+
+
+def test_write_is_atomic_and_infers_format(store, references, tmp_path):
+    uri, _ = store
+    out = tmp_path / "board" / "LEADERBOARD.md"
+    out.parent.mkdir()
+    out.write_text("old")
+    lb.write(out, tracking_uri=uri, references=references, commit=COMMIT, date=DATE)
+    assert out.read_text().startswith("# recboard leaderboard") and oct(out.stat().st_mode & 0o777) == "0o644"
+    assert [p.name for p in out.parent.iterdir()] == ["LEADERBOARD.md"]  # no temp file left
+    data = json.loads(lb.write(tmp_path / "b.json", tracking_uri=uri, references=references).read_text())
+    assert len(data["tables"]) == 3
+    with pytest.raises(ValueError, match="cannot tell the format"):
+        lb.write(tmp_path / "board.txt", tracking_uri=uri, references=references)
+
+
+def test_empty_store(tmp_path):
+    text = lb.render(lb.collect(fresh_store(tmp_path)), False, commit=COMMIT, date=DATE)
+    assert "No finished runs" in text and "###" in text
+
+
+def test_packaged_references_are_valid():
+    refs = lb.load_references()
+    by_key = {(r.dataset, r.protocol, r.model, r.citation): r for r in refs.results}
+    assert by_key[("ml-1m", "sampled-pop100", "BERT4Rec", "sun2019bert4rec")].metrics["NDCG@10"] == 0.4818
+    assert by_key[("beauty", "sampled-pop100", "SASRec", "sun2019bert4rec")].metrics["HR@10"] == 0.2653
+    assert by_key[("ml-1m", "full", "SASRec+ (full cross-entropy)", "klenitskiy2023turning")].text["NDCG@10"] == "0.1821"
+    assert by_key[("mind_small", "impressions", "NRMS + BERT-base", "yadayuki_newsrecllm")].metrics["AUC"] == 0.689
+    assert len({r.citation for r in refs.results}) == 4 and "krichene2020sampled" in refs.citations
+    # each BERT4Rec Table 2 model has all six sampled metrics on both datasets
+    table2 = [r for r in refs.results if r.citation == "sun2019bert4rec"]
+    assert len(table2) == 18 and all(len(r.metrics) == 6 for r in table2)
+
+
+@pytest.mark.parametrize("entry, message", [
+    ('dataset = "ml-10m"\nprotocol = "full"\nmodel = "X"\ncitation = "c"\nmetrics = { "HR@10" = 0.1 }',
+     "line 5 .*unknown dataset 'ml-10m'"),
+    ('dataset = "ml-1m"\nprotocol = "full"\nmodel = "X"\ncitation = "c"\nmetrics = { "AUC" = 0.6 }',
+     "line 9 .*metric 'AUC' is not reported under protocol 'full'"),
+    ('dataset = "ml-1m"\nprotocol = "full"\nmodel = "X"\ncitation = "c"\nmetrics = { "HR@10" = 28.4 }',
+     "line 9 .*expected a fraction"),
+    ('dataset = "ml-1m"\nprotocol = "full"\nmodel = "X"\ncitation = "nope"\nmetrics = { "HR@10" = 0.1 }',
+     "line 8 .*citation 'nope' has no"),
+    ('dataset = "ml-1m"\nmodel = "X"', "line 4 .*missing protocol, citation, metrics"),
+])
+def test_bad_references_name_file_and_line(tmp_path, entry, message):
+    path = tmp_path / "refs.toml"
+    path.write_text(f'[citations.c]\ntext = "C."\n\n[[results]]\n{entry}\n')
+    with pytest.raises(ValueError, match=message) as err:
+        lb.load_references(path)
+    assert str(path) in str(err.value)

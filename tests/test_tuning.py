@@ -1,0 +1,192 @@
+"""`bench tune`: a real Optuna study over SASRec on synthetic sequences -- resumes to the
+requested total, prunes bad trials, nests one MLflow run per trial, writes plots; Ctrl-C
+leaves a FAIL trial; bad search spaces are clear errors."""
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import pytest
+
+optuna = pytest.importorskip("optuna")
+mlflow = pytest.importorskip("mlflow")
+pytest.importorskip("torch")
+
+from recboard.benchmarks import tuning  # noqa: E402
+
+PNG = b"\x89PNG\r\n\x1a\n"
+# tiny and fast; the search is over lr (one choice that cannot learn in two epochs) and dropout
+SETS = {"epochs": 2, "patience": 0, "device": "cpu", "hidden_size": 16, "num_heads": 1, "num_layers": 1,
+        "max_len": 12, "batch_size": 32, "max_steps_per_epoch": 3, "weight_decay": 0.0, "eval_batch_size": 256}
+SPACE = ["lr=1e-7,1e-6,5e-3", "dropout=0.0:0.3"]
+
+
+def fresh_store(tmp_path) -> str:
+    """A sqlite tracking URI on an empty MLflow database. Creating one runs MLflow's schema
+    migrations (~7 s), so a migrated empty database is made once and copied."""
+    template = Path(tempfile.gettempdir()) / f"recboard-test-mlflow-{mlflow.__version__}.db"
+    if not template.exists():
+        scratch = template.with_suffix(f".{os.getpid()}.tmp")
+        mlflow.MlflowClient(f"sqlite:///{scratch}").search_experiments()  # creates the schema
+        os.replace(scratch, template)
+    shutil.copy(template, tmp_path / "mlflow.db")
+    return f"sqlite:///{tmp_path / 'mlflow.db'}"
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    """Own MLflow store and RECBOARD_HOME for this module; restored afterwards."""
+    root = tmp_path_factory.mktemp("tune")
+    saved = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_URI", "RECBOARD_HOME")}
+    previous_uri = mlflow.get_tracking_uri()
+    os.environ["MLFLOW_TRACKING_URI"] = fresh_store(root)
+    os.environ["RECBOARD_HOME"] = str(root / "home")
+    from recboard.datasets.synthetic import generate_sequences
+    yield root, generate_sequences(n_users=150, n_items=60, min_len=8, max_len=20)
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+    mlflow.set_tracking_uri(previous_uri)
+
+
+@pytest.fixture(scope="module")
+def study(env):
+    root, data = env
+    pruner = optuna.pruners.MedianPruner(n_startup_trials=1, n_warmup_steps=0)
+    kwargs = dict(space=SPACE, sets=SETS, data=data, out_dir=root / "out", pruner=pruner, seed=0)
+    first = tuning.tune("sasrec", "synthetic_seq", trials=3, **kwargs)
+    after_first = [t.state for t in first.trials]
+    second = tuning.tune("sasrec", "synthetic_seq", trials=5, **kwargs)
+    return root, after_first, second
+
+
+def _finished(trials):
+    return [t for t in trials if t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)]
+
+
+def test_resumes_to_the_requested_total_and_prunes(study):
+    root, after_first, second = study
+    S = optuna.trial.TrialState
+    assert len(after_first) == 3 and all(s in (S.COMPLETE, S.PRUNED) for s in after_first)
+    assert (root / "out" / "sasrec-synthetic_seq.db").exists()          # default sqlite storage
+    reloaded = optuna.load_study(study_name="sasrec-synthetic_seq",
+                                 storage=f"sqlite:///{root / 'out' / 'sasrec-synthetic_seq.db'}")
+    assert len(_finished(reloaded.trials)) == 5 and [t.number for t in reloaded.trials] == [0, 1, 2, 3, 4]
+    pruned = [t for t in reloaded.trials if t.state == S.PRUNED]
+    complete = [t for t in reloaded.trials if t.state == S.COMPLETE]
+    assert pruned and complete, [(t.state, t.params) for t in reloaded.trials]
+    # pruned trials stopped after epoch 1, below what the good trials reached there
+    for t in pruned:
+        assert max(t.intermediate_values) == 1
+        assert t.intermediate_values[1] < max(c.intermediate_values[1] for c in complete)
+    best = max(complete, key=lambda t: t.value)
+    assert best.params["lr"] == 5e-3 and best.value > 0.1       # the learnable choice wins
+    assert tuning.best_params("sasrec-synthetic_seq",
+                              storage=f"sqlite:///{root / 'out' / 'sasrec-synthetic_seq.db'}") == best.params
+    # a study name stays bound to its model: resuming it with another one is refused
+    with pytest.raises(tuning.TuningError, match="tunes model 'sasrec', not 'bert4rec'"):
+        tuning.tune("bert4rec", "synthetic_seq", trials=6, study="sasrec-synthetic_seq", sets=SETS,
+                    out_dir=root / "out", tracking=False)
+
+
+def test_one_parent_run_per_call_and_one_nested_run_per_trial(study):
+    root, _, second = study
+    runs = mlflow.search_runs(search_all_experiments=True)
+    parents = runs[runs["tags.recboard.kind"] == "tune"]
+    trials = runs[runs["tags.recboard.kind"] == "trial"]
+    assert len(parents) == 2 and set(parents["status"]) == {"FINISHED"}
+    assert set(parents["tags.recboard.study"]) == {"sasrec-synthetic_seq"}
+    assert len(trials) == 5 and set(trials["tags.mlflow.parentRunId"]) == set(parents["run_id"])
+    for t in second.trials:
+        row = trials[trials["tags.recboard.trial"] == str(t.number)].iloc[0]
+        assert row["params.lr"] == str(t.params["lr"]) and row["params.dropout"] == str(t.params["dropout"])
+        assert row["params.hidden_size"] == "16" and row["tags.recboard.study"] == "sasrec-synthetic_seq"
+        assert row["status"] == ("KILLED" if t.state == optuna.trial.TrialState.PRUNED else "FINISHED")
+        assert t.user_attrs["mlflow_run_id"] == row["run_id"]
+    latest = parents.sort_values("start_time").iloc[-1]
+    assert latest["metrics.best_valid/NDCG_at_10"] == pytest.approx(second.best_value)
+    artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(latest["run_id"])}
+    assert {"trials.md", "trials.csv", "optimization_history.png", "param_lr.png", "param_dropout.png"} <= artifacts
+
+
+def test_plots_and_trials_table_are_written(study):
+    root, _, _ = study
+    out = root / "out"
+    for name in ("optimization_history.png", "learning_curves.png", "param_lr.png", "param_dropout.png"):
+        data = (out / name).read_bytes()
+        assert data.startswith(PNG) and len(data) > 5000, name
+    table = (out / "trials.md").read_text()
+    assert "PRUNED" in table and "COMPLETE" in table and "Best: trial" in table and "nan" not in table
+
+
+def test_interrupted_trial_is_stored_as_failed(env, monkeypatch):
+    root, data = env
+    from recboard.benchmarks import runner
+
+    real_run = runner.run
+
+    def interrupting_run(cfg, *, on_epoch=None, **kwargs):
+        def on_epoch_then_ctrl_c(epoch, valid):
+            on_epoch(epoch, valid)
+            raise KeyboardInterrupt
+        return real_run(cfg, on_epoch=on_epoch_then_ctrl_c, **kwargs)
+
+    monkeypatch.setattr(runner, "run", interrupting_run)
+    with pytest.raises(KeyboardInterrupt):
+        tuning.tune("sasrec", "synthetic_seq", trials=2, study="interrupted", space=SPACE, sets=SETS, data=data,
+                    out_dir=root / "interrupted")
+    stored = optuna.load_study(study_name="interrupted", storage=f"sqlite:///{root / 'interrupted' / 'interrupted.db'}")
+    assert [t.state for t in stored.trials] == [optuna.trial.TrialState.FAIL]
+    runs = mlflow.search_runs(search_all_experiments=True, filter_string="tags.`recboard.study` = 'interrupted'")
+    assert sorted(zip(runs["tags.recboard.kind"], runs["status"])) == [("trial", "KILLED"), ("tune", "KILLED")]
+    assert mlflow.active_run() is None
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(model="pop"), "model 'pop' has no hyper-parameters to tune .*models with a search space: .*sasrec"),
+    (dict(space=["mask_ratio=0.1:0.5"]), "unknown config key 'mask_ratio'; valid keys: .*dropout.*lr"),
+    (dict(space=["lr=0.1:0.01"]), "needs low < high"),
+    (dict(space=["lr=3e-4"]), "use --set lr=3e-4"),
+    (dict(space=["num_layers=1:4:log"]), "log scale is for float keys"),
+    (dict(space=["attention=1:2"]), "give choices"),
+    (dict(space=["num_layers=one,two"]), "expects int"),
+    (dict(space=["lr=1e-4:1e-2"], sets={"lr": 1e-3}), "lr both fixed with --set and searched with --space"),
+    (dict(trials=0), "--trials must be >= 1"),
+    (dict(timeout="soon"), "--timeout expects seconds"),
+    (dict(study="a/b"), "becomes a file name"),
+])
+def test_bad_arguments_are_clear_errors(env, kwargs, message):
+    root, data = env
+    args = dict(model="sasrec", dataset="synthetic_seq", trials=1, data=data, out_dir=root / "never", tracking=False)
+    args.update(kwargs)
+    with pytest.raises(tuning.TuningError, match=message):
+        tuning.tune(**args)
+
+
+def test_space_parsing_follows_config_types():
+    from recboard.benchmarks import config as C
+
+    types = tuning.config_key_types(C.resolve("sasrec", "synthetic_seq"))
+    base = tuning.default_space("sasrec")
+    space = tuning.parse_space(["lr=1e-4:1e-2", "dropout=0:0.5", "num_layers=1:3", "hidden_size=32,64",
+                                "weight_decay=1e-6:1e-2:log", "attention=sdpa,eager"], types, base)
+    assert space == {"lr": ("logfloat", 1e-4, 1e-2), "dropout": ("float", 0.0, 0.5), "num_layers": ("int", 1, 3),
+                     "hidden_size": ("categorical", [32, 64]), "weight_decay": ("logfloat", 1e-6, 1e-2),
+                     "attention": ("categorical", ["sdpa", "eager"])}
+    assert tuning.parse_duration("90m") == 5400 and tuning.parse_duration(30) == 30 and tuning.parse_duration(None) is None
+
+
+def test_best_params_errors(env):
+    root, _ = env
+    with pytest.raises(tuning.TuningError, match="no study 'missing'"):
+        tuning.best_params("missing")
+    storage = f"sqlite:///{root / 'empty.db'}"
+    optuna.create_study(study_name="empty", storage=storage)
+    with pytest.raises(tuning.TuningError, match="studies there: empty"):
+        tuning.best_params("other", storage=storage)
+    with pytest.raises(tuning.TuningError, match="no complete trial"):
+        tuning.best_params("empty", storage=storage)
