@@ -211,7 +211,13 @@ def _open_storage(url: str):
         with warnings.catch_warnings():  # heartbeats are marked experimental
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             # a heartbeat lets the next worker mark a crashed worker's RUNNING trial as FAIL
-            return optuna.storages.RDBStorage(url, heartbeat_interval=60, grace_period=180)
+            for attempt in range(5):
+                try:
+                    return optuna.storages.RDBStorage(url, heartbeat_interval=60, grace_period=180)
+                except Exception as err:  # two workers creating the schema of a new database at once
+                    if "already exists" not in str(err) or attempt == 4:
+                        raise
+                    time.sleep(0.5 + attempt)
     return url
 
 
@@ -379,21 +385,47 @@ def _check_resume(study, model: str, dataset: str, metric: str, search: dict, fi
         study.set_user_attr("space", json.dumps(search))
 
 
+class _SurplusTrial(RuntimeError):
+    """Another worker already started the trial that reaches the target count."""
+
+
 def _optimize(study, objective, trials: int, timeout_s: float | None) -> None:
-    """One trial at a time until ``trials`` complete + pruned trials exist (counted in the
-    storage, so parallel workers share the target), the timeout passes, or too many trials
-    fail in a row."""
+    """One trial at a time until ``trials`` complete + pruned trials exist, the timeout
+    passes, or too many trials fail in a row.
+
+    Counted in the storage, so parallel workers (``--storage`` shared by several
+    ``bench tune`` processes) share the target exactly: a worker starts no trial once
+    finished + running trials reach it, and a trial created in the same instant as another
+    worker's last one sees, by trial number, that it is surplus and ends at once as FAIL
+    (user attr ``surplus``) without training.
+    """
     import optuna
 
     S = optuna.trial.TrialState
+    counted = (S.COMPLETE, S.PRUNED, S.RUNNING)
+
+    mine: dict = {}
+
+    def gated(trial):
+        mine["number"] = trial.number
+        ahead = [t for t in study.get_trials(deepcopy=False, states=counted) if t.number < trial.number]
+        if len(ahead) >= trials:
+            trial.set_user_attr("surplus", True)
+            raise _SurplusTrial(f"trial {trial.number} not needed: {trials} trials already finished or running")
+        return objective(trial)
+
     start, failures = time.monotonic(), 0
-    while len(study.get_trials(deepcopy=False, states=(S.COMPLETE, S.PRUNED))) < trials:
+    while len(study.get_trials(deepcopy=False, states=counted)) < trials:
         if timeout_s is not None and time.monotonic() - start >= timeout_s:
             print(f"recboard: --timeout reached after {time.monotonic() - start:.0f} s", file=sys.stderr)
             return
         # KeyboardInterrupt inside a trial: Optuna stores the trial as FAIL, then re-raises
-        study.optimize(objective, n_trials=1, catch=(ValueError, RuntimeError), gc_after_trial=False)
-        last = study.trials[-1]
+        study.optimize(gated, n_trials=1, catch=(ValueError, RuntimeError), gc_after_trial=False)
+        if "number" not in mine:  # the trial never reached the objective (storage error)
+            raise TuningError("Optuna could not start a trial; see the log above")
+        last = study.get_trials(deepcopy=False)[mine.pop("number")]
+        if last.user_attrs.get("surplus"):
+            continue
         failures = failures + 1 if last.state == S.FAIL else 0
         if failures >= MAX_FAILURES_IN_ROW:
             raise TuningError(f"{failures} trials failed in a row; last error: "

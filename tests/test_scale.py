@@ -142,3 +142,27 @@ def test_bench_run_against_a_real_mlflow_server(tmp_path):
             server.wait(timeout=20)
         except subprocess.TimeoutExpired:
             server.kill()
+
+
+def test_two_tune_workers_share_one_study_exactly(tmp_path):
+    env = env_for(tmp_path)
+    storage = f"sqlite:///{tmp_path}/study.db"
+    args = [sys.executable, "-m", "recboard.benchmarks.cli", "tune", "--model", "sasrec", "--dataset",
+            "synthetic_seq", "--trials", "4", "--storage", storage, "--study", "shared", "--no-track",
+            "--space", "lr=0.0005:0.005", "--set", "epochs=1", "--set", "hidden_size=8", "--set", "max_len=8",
+            "--out-dir", str(tmp_path / "report")]
+    workers = [subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+               for _ in range(2)]
+    for w in workers:
+        _, err = w.communicate(timeout=300)
+        assert w.returncode == 0, err[-3000:]
+    import optuna
+    study = optuna.load_study(study_name="shared", storage=storage)
+    S = optuna.trial.TrialState
+    finished = study.get_trials(states=(S.COMPLETE, S.PRUNED))
+    assert len(finished) == 4
+    numbers = [t.number for t in study.trials]
+    assert len(numbers) == len(set(numbers))
+    extra = [t for t in study.trials if t.state == S.FAIL]
+    assert all(t.user_attrs.get("surplus") for t in extra) and len(extra) <= 1
+    assert not study.get_trials(states=(S.RUNNING,))

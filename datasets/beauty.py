@@ -1,0 +1,96 @@
+"""Amazon Beauty as time-ordered item sequences.
+
+Sources (first found wins, in the data dir):
+
+* ``beauty.txt``, BERT4Rec's release (``user item`` per line, 1-based ids, each user's lines
+  in time order). Kept exactly as released, no filtering: 40,226 users, 54,542 items, the
+  numbers the BERT4Rec / SASRec tables were measured on.
+* the raw Amazon 2014 ratings CSV (``user,item,rating,timestamp``, no header, e.g.
+  ``ratings_Beauty.csv`` from McAuley's SNAP page). Every rating is an interaction;
+  iterative 5-core filtering (users and items with >= 5 interactions, repeated until stable),
+  then each user's items sorted by timestamp, ties in file order. This is what
+  ``--download`` fetches; it gives fewer users than BERT4Rec's file (different filtering).
+
+Items get dense indices 1..n in sorted order of their original ids (``raw_item_ids``).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+PREPROCESS_VERSION = 1
+URL = "http://snap.stanford.edu/data/amazon/productGraph/categoryFiles/ratings_Beauty.csv"
+BERT4REC_URL = "https://github.com/FeiSun/BERT4Rec/raw/master/data/beauty.txt"
+CSV_NAME = "ratings_Beauty.csv"
+CORE = 5
+
+
+def _find_source(name: str, data_dir):
+    from recboard.datasets.download import missing_files_error, raw_dir
+    base = Path(data_dir) if data_dir is not None else raw_dir(name)
+    if (base / "beauty.txt").is_file():
+        return base / "beauty.txt"
+    if (base / CSV_NAME).is_file():
+        return base / CSV_NAME
+    csvs = sorted(base.glob("*.csv")) if base.is_dir() else []
+    if len(csvs) == 1:
+        return csvs[0]
+    if len(csvs) > 1:
+        raise FileNotFoundError(f"{name}: several CSV files in {base} ({', '.join(p.name for p in csvs)}); "
+                                f"name the Amazon ratings file {CSV_NAME} or keep only one")
+    raise missing_files_error(name, [base], f"beauty.txt (BERT4Rec, {BERT4REC_URL}) or the Amazon "
+                                            f"ratings CSV {CSV_NAME} ({URL})")
+
+
+def source_files(name: str, data_dir) -> list:
+    return [_find_source(name, data_dir)]
+
+
+def read_ratings_csv(path: Path):
+    """Amazon ``user,item,rating,timestamp`` -> (line_no, user, item, ts)."""
+    from recboard.datasets import parsing as P
+    what = "user,item,rating,timestamp"
+    df = P.split_fields(P.read_lines(path, what), path, ",", ["user", "item", "rating", "ts"], what)
+    df = P.to_float(df, path, {"rating": "rating (field 3)"})
+    df = P.to_int(df, path, {"ts": "unix timestamp (field 4)"})
+    for col, field_no in (("user", 1), ("item", 2)):
+        empty = df.filter(df[col].str.strip_chars() == "")
+        if len(empty):
+            raise P.format_error(path, empty["line_no"][0], f"a non-empty {col} id (field {field_no})",
+                                 got=empty["line"][0])
+    return df.select("line_no", "user", "item", "ts")
+
+
+def build(name: str, data_dir, download: bool):
+    from recboard.datasets import parsing as P
+    from recboard.datasets.batches import SequenceData
+    from recboard.datasets.movielens import read_user_item_txt
+
+    try:
+        path = _find_source(name, data_dir)
+    except FileNotFoundError:
+        if not (download and data_dir is None):
+            raise
+        from recboard.datasets.download import fetch, raw_dir
+        fetch(URL, raw_dir(name) / CSV_NAME,
+              manual_hint=f"Put it (or BERT4Rec's {BERT4REC_URL}) in a folder and pass --data-dir "
+                          f"<folder> (or set RECBOARD_BEAUTY_DIR).")
+        path = _find_source(name, data_dir)
+
+    if path.suffix == ".txt":
+        df = read_user_item_txt(path)
+        raw_rows = len(df)
+        order = ["line_no"]
+        extra = {"source": path.name, "filtering": "none (BERT4Rec release)"}
+    else:
+        df = read_ratings_csv(path)
+        raw_rows = len(df)
+        df = P.k_core(df, CORE)
+        if df.is_empty():
+            raise ValueError(f"{path}: nothing is left after {CORE}-core filtering")
+        order = ["ts", "line_no"]
+        extra = {"source": path.name, "filtering": f"iterative {CORE}-core",
+                 "dropped_interactions": raw_rows - len(df)}
+    seq = P.sequences(df.select("user", "item", *order), order)
+    stats = {**seq["stats"], **extra, "raw_interactions": raw_rows}
+    return SequenceData(name, seq["n_items"], seq["offsets"], seq["items"],
+                        raw_item_ids=seq["raw_item_ids"], stats=stats)
