@@ -208,7 +208,7 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("bench: interrupted", file=sys.stderr)
         return 130
-    except (ValueError, FileNotFoundError, RuntimeError, ImportError) as exc:
+    except (ValueError, OSError, RuntimeError, ImportError) as exc:
         if os.environ.get("RECBOARD_DEBUG"):
             raise
         print(f"bench {args.command}: error: {exc}", file=sys.stderr)

@@ -11,6 +11,9 @@ Sources (first found wins, in the data dir):
   then each user's items sorted by timestamp, ties in file order. This is what
   ``--download`` fetches; it gives fewer users than BERT4Rec's file (different filtering).
 
+Either file may also come zipped (``beauty.zip`` or ``ratings_Beauty.zip`` in the data dir):
+it is unpacked once into the cache's ``raw/beauty/`` and read from there.
+
 Items get dense indices 1..n in sorted order of their original ids (``raw_item_ids``).
 """
 from __future__ import annotations
@@ -21,24 +24,38 @@ PREPROCESS_VERSION = 1
 URL = "http://snap.stanford.edu/data/amazon/productGraph/categoryFiles/ratings_Beauty.csv"
 BERT4REC_URL = "https://github.com/FeiSun/BERT4Rec/raw/master/data/beauty.txt"
 CSV_NAME = "ratings_Beauty.csv"
+ZIP_NAMES = ("beauty.zip", "ratings_Beauty.zip")
 CORE = 5
 
 
-def _find_source(name: str, data_dir):
-    from recboard.datasets.download import missing_files_error, raw_dir
-    base = Path(data_dir) if data_dir is not None else raw_dir(name)
+def _source_in(name: str, base: Path):
+    """beauty.txt, ratings_Beauty.csv or the only CSV in ``base``; None if there is none."""
     if (base / "beauty.txt").is_file():
         return base / "beauty.txt"
     if (base / CSV_NAME).is_file():
         return base / CSV_NAME
     csvs = sorted(base.glob("*.csv")) if base.is_dir() else []
-    if len(csvs) == 1:
-        return csvs[0]
     if len(csvs) > 1:
         raise FileNotFoundError(f"{name}: several CSV files in {base} ({', '.join(p.name for p in csvs)}); "
                                 f"name the Amazon ratings file {CSV_NAME} or keep only one")
-    raise missing_files_error(name, [base], f"beauty.txt (BERT4Rec, {BERT4REC_URL}) or the Amazon "
-                                            f"ratings CSV {CSV_NAME} ({URL})")
+    return csvs[0] if csvs else None
+
+
+def _find_source(name: str, data_dir):
+    from recboard.datasets.download import missing_files_error, raw_dir, unpack_local_zip
+    base = Path(data_dir) if data_dir is not None else raw_dir(name)
+    found = _source_in(name, base)
+    if found is not None:
+        return found
+    archive = next((base / z for z in ZIP_NAMES if (base / z).is_file()), None)
+    if archive is not None:
+        folder = unpack_local_zip(name, archive, (("beauty.txt",), ("*.csv",)),
+                                  f"a zip of BERT4Rec's beauty.txt or the Amazon ratings CSV {CSV_NAME}")
+        found = _source_in(name, folder)
+        if found is not None:
+            return found
+    raise missing_files_error(name, [base], f"beauty.txt (BERT4Rec, {BERT4REC_URL}), the Amazon "
+                                            f"ratings CSV {CSV_NAME} ({URL}) or {' / '.join(ZIP_NAMES)}")
 
 
 def source_files(name: str, data_dir) -> list:
@@ -52,6 +69,8 @@ def read_ratings_csv(path: Path):
     df = P.split_fields(P.read_lines(path, what), path, ",", ["user", "item", "rating", "ts"], what)
     df = P.to_float(df, path, {"rating": "rating (field 3)"})
     df = P.to_int(df, path, {"ts": "unix timestamp (field 4)"})
+    P.require_at_least(df, path, {"ts": "unix timestamp (field 4)"}, 0,
+                       "a {desc} >= {minimum} (seconds since 1970)")
     for col, field_no in (("user", 1), ("item", 2)):
         empty = df.filter(df[col].str.strip_chars() == "")
         if len(empty):

@@ -1,5 +1,6 @@
 """Shared downloader: stream a URL to a temp file with a progress bar, verify size / md5,
-rename into place, and unpack zips atomically.
+rename into place, and unpack zips atomically (downloaded ones, and official zips a user
+put in a data dir).
 
 Only the standard library and tqdm; no network is touched unless an adapter is asked to
 download. When the network is unreachable the error says where to fetch the file by hand.
@@ -14,6 +15,7 @@ import tempfile
 import urllib.error
 import urllib.request
 import zipfile
+import zlib
 from pathlib import Path, PurePosixPath
 
 from recboard.datasets.cache import atomic_dir
@@ -100,16 +102,17 @@ def _strip_common_root(names: list) -> int:
     return 1 if len(tops) == 1 and nested else 0
 
 
-def unzip(archive, target) -> Path:
+def unzip(archive, target, advice: str = "delete it and retry") -> Path:
     """Extract ``archive`` into the directory ``target`` (created atomically: a failed or
     interrupted extraction leaves nothing). A single top-level folder in the archive is
-    flattened, so ``target`` holds the files themselves whichever way the zip was packed."""
+    flattened, so ``target`` holds the files themselves whichever way the zip was packed.
+    ``advice`` ends the error messages (what the user should do about a bad archive)."""
     archive, target = Path(archive), Path(target)
     try:
         with zipfile.ZipFile(archive) as zf:
             bad = zf.testzip()
             if bad is not None:
-                raise DownloadError(f"{archive}: member {bad!r} fails its CRC check; delete the file and retry")
+                raise DownloadError(f"{archive}: member {bad!r} fails its CRC check (corrupt archive); {advice}")
             names = zf.namelist()
             strip = _strip_common_root(names)
             with atomic_dir(target) as tmp:
@@ -123,9 +126,83 @@ def unzip(archive, target) -> Path:
                     out.parent.mkdir(parents=True, exist_ok=True)
                     with zf.open(info) as src, open(out, "wb") as dst:
                         shutil.copyfileobj(src, dst, CHUNK)
-    except zipfile.BadZipFile as e:
-        raise DownloadError(f"{archive} is not a valid zip file ({e}); delete it and retry") from e
+    except (zipfile.BadZipFile, EOFError, zlib.error) as e:   # zlib: damaged compressed data
+        raise DownloadError(f"{archive} is not a valid zip file ({e}): truncated or corrupt; {advice}") from e
     return target
+
+
+def zip_members(archive) -> list:
+    """Member file names of ``archive`` as ``unzip`` lays them out (one top folder stripped).
+    Opening reads only the central directory at the end of the file, so a truncated or
+    non-zip file fails here cheaply, before anything is written."""
+    try:
+        with zipfile.ZipFile(archive) as zf:
+            names = zf.namelist()
+    except (zipfile.BadZipFile, EOFError) as e:
+        raise DownloadError(f"{archive} is not a valid zip file ({e}): truncated or corrupt") from e
+    strip = _strip_common_root(names)
+    return [PurePosixPath(*PurePosixPath(n).parts[strip:]).as_posix() for n in names
+            if not n.endswith("/") and len(PurePosixPath(n).parts) > strip]
+
+
+def unzip_once(archive, target, advice: str = "delete it and retry") -> Path:
+    """``unzip`` into ``target`` unless it is already there. Two processes racing both
+    succeed: each unpacks into its own staging folder, the first rename wins, the other
+    copy is dropped (so a process reading ``target`` never sees it replaced)."""
+    target = Path(target)
+    if target.is_dir():
+        return target
+    staging = target.with_name(f".{target.name}.{os.getpid()}.unpacking")
+    unzip(archive, staging, advice)
+    try:
+        os.rename(staging, target)
+    except OSError:
+        shutil.rmtree(staging, ignore_errors=True)
+        if not target.is_dir():
+            raise
+    return target
+
+
+def _local_zip_advice(official: str) -> str:
+    return (f"expected {official}; download it again, or unzip it yourself and pass the folder "
+            "holding its files as --data-dir")
+
+
+def check_local_zip(archive, wanted: tuple, official: str) -> None:
+    """Raise ``DataFormatError`` unless ``archive`` opens as a zip and has, at its top level
+    (after ``unzip``'s flattening), every glob pattern of at least one alternative in
+    ``wanted`` (``(("ratings.dat",), ("ml-1m.txt",))``). Reads only the zip's directory."""
+    import fnmatch
+
+    from recboard.datasets.cache import DataFormatError
+    try:
+        members = zip_members(archive)
+    except DownloadError as e:
+        raise DataFormatError(f"{e}; {_local_zip_advice(official)}") from None
+    top_level = [m for m in members if "/" not in m]      # where the adapters look
+    if not any(all(fnmatch.filter(top_level, pattern) for pattern in alt) for alt in wanted):
+        shown = ", ".join(members[:8]) + (f", ... ({len(members)} files)" if len(members) > 8 else "")
+        need = " or ".join(" + ".join(alt) for alt in wanted)
+        raise DataFormatError(f"{archive} holds no {need} (it has: {shown or 'no files'}); "
+                              f"{_local_zip_advice(official)}")
+
+
+def unpack_local_zip(name: str, archive, wanted: tuple, official: str) -> Path:
+    """The folder holding the contents of a zip found in a data dir (e.g. the official
+    ``ml-1m.zip`` as downloaded), unpacked once per zip content into
+    ``raw_dir(name)/<zip stem>-<sha256[:12]>/``, so a replaced zip is unpacked afresh.
+
+    The zip is checked first (``check_local_zip``), so a truncated or wrong zip leaves no
+    trace; a member failing its CRC check is found while unpacking, which is atomic.
+    ``official`` names the file it should be, for the error messages."""
+    from recboard.datasets.cache import DataFormatError, file_digest
+    archive = Path(archive)
+    check_local_zip(archive, wanted, official)
+    target = raw_dir(name) / f"{archive.stem}-{file_digest(archive)[:12]}"
+    try:
+        return unzip_once(archive, target, _local_zip_advice(official))
+    except DownloadError as e:
+        raise DataFormatError(str(e)) from None
 
 
 def fetch_and_unzip(url: str, target, *, md5: str | None = None, size: int | None = None,

@@ -3,8 +3,10 @@ and ``mind_demo``.
 
 A data dir holds the unzipped official folders ``MINDsmall_train/`` + ``MINDsmall_dev/``
 (``MINDlarge_*``, ``MINDdemo_*``), or ``train/`` + ``dev/`` (or ``valid/``), each with
-``behaviors.tsv`` and ``news.tsv``. ``--download`` fetches the official zips from the mirror
-microsoft/recommenders uses (the old ``mind201910small.blob.core.windows.net`` is gone).
+``behaviors.tsv`` and ``news.tsv``, or the official zips ``MINDsmall_train.zip`` +
+``MINDsmall_dev.zip`` as downloaded (unpacked once into the cache's ``raw/<name>/``).
+``--download`` fetches the official zips from the mirror microsoft/recommenders uses (the
+old ``mind201910small.blob.core.windows.net`` is gone).
 
 Choices, all visible in ``stats``:
 
@@ -79,7 +81,7 @@ def _split_dir(d: Path):
 
 
 def find_split_dirs(name: str, data_dir) -> tuple:
-    from recboard.datasets.download import missing_files_error, raw_dir
+    from recboard.datasets.download import check_local_zip, missing_files_error, raw_dir, unpack_local_zip
     if name not in PREFIX:
         raise ValueError(f"mind adapter serves {sorted(PREFIX)}, not {name!r}")
     base = Path(data_dir) if data_dir is not None else raw_dir(name)
@@ -88,8 +90,21 @@ def find_split_dirs(name: str, data_dir) -> tuple:
         pair = _split_dir(base / train), _split_dir(base / dev)
         if all(pair):
             return pair
+    # the official zips as downloaded (either split may already be unzipped beside the other)
+    found = [_split_dir(base / f"{prefix}_{split}") or base / f"{prefix}_{split}.zip"
+             for split in ("train", "dev")]
+    if all(f.is_dir() or f.is_file() for f in found):
+        wanted = (("behaviors.tsv", "news.tsv"),)
+
+        def official(z: Path) -> str:
+            return f"the official {z.name} (https://msnews.github.io) with behaviors.tsv and news.tsv"
+        for f in found:                      # check both zips before unpacking either
+            if f.is_file():
+                check_local_zip(f, wanted, official(f))
+        return tuple(unpack_local_zip(name, f, wanted, official(f)) if f.is_file() else f for f in found)
     raise missing_files_error(name, [base], f"{prefix}_train/ and {prefix}_dev/ (or train/ and dev/), "
-                                            "each with behaviors.tsv and news.tsv,")
+                                            f"each with behaviors.tsv and news.tsv, or {prefix}_train.zip "
+                                            f"and {prefix}_dev.zip,")
 
 
 def source_files(name: str, data_dir) -> list:

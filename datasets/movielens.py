@@ -1,6 +1,7 @@
 """MovieLens-1M as time-ordered item sequences, preprocessed as in BERT4Rec / SASRec.
 
-Sources (first found wins, in a data dir or its ``ml-1m/`` subfolder):
+Sources (first found wins, in a data dir or its ``ml-1m/`` subfolder; else the official
+``ml-1m.zip`` in the data dir, unpacked once into the cache's ``raw/ml-1m/``):
 
 * GroupLens ``ratings.dat`` (``UserID::MovieID::Rating::Timestamp``): every rating is an
   implicit interaction; each user's ratings are sorted by timestamp, ties kept in file order.
@@ -22,6 +23,7 @@ MD5 = "c4d9eecfca2ab87c1945afe126590906"
 MIN_ITEM_RATINGS = 5
 MIN_USER_RATINGS = 5
 RATING_FILES = ("ratings.dat", "ml-1m.txt")
+ZIP_NAME = "ml-1m.zip"
 
 
 def _search_dirs(name: str, data_dir) -> list:
@@ -35,8 +37,13 @@ def find_dir(name: str, data_dir) -> Path:
     for d in dirs:
         if any((d / f).is_file() for f in RATING_FILES):
             return d
+    archive = dirs[0] / ZIP_NAME
+    if archive.is_file():
+        from recboard.datasets.download import unpack_local_zip
+        return unpack_local_zip(name, archive, tuple((f,) for f in RATING_FILES),
+                                f"the GroupLens {ZIP_NAME} ({URL}) holding ratings.dat")
     from recboard.datasets.download import missing_files_error
-    raise missing_files_error(name, dirs, "ratings.dat (GroupLens) or ml-1m.txt (BERT4Rec)")
+    raise missing_files_error(name, dirs, f"ratings.dat (GroupLens), ml-1m.txt (BERT4Rec) or {ZIP_NAME}")
 
 
 def source_files(name: str, data_dir) -> list:
@@ -60,6 +67,9 @@ def read_ratings_dat(path: Path):
     df = P.split_fields(P.read_lines(path, what), path, "::", ["user", "item", "rating", "ts"], what)
     df = P.to_int(df, path, {"user": "UserID (field 1)", "item": "MovieID (field 2)",
                              "rating": "Rating (field 3)", "ts": "Timestamp (field 4)"})
+    P.require_positive(df, path, {"user": "UserID (field 1)", "item": "MovieID (field 2)"})
+    P.require_at_least(df, path, {"ts": "Timestamp (field 4)"}, 0,
+                       "a {desc} >= {minimum} (seconds since 1970)")
     return df.select("line_no", "user", "item", "ts")
 
 
@@ -68,6 +78,7 @@ def read_user_item_txt(path: Path, what: str = "'user item' (two integer ids)"):
     from recboard.datasets import parsing as P
     df = P.split_fields(P.read_lines(path, what), path, " ", ["user", "item"], what, normalize_spaces=True)
     df = P.to_int(df, path, {"user": "user id (field 1)", "item": "item id (field 2)"})
+    P.require_positive(df, path, {"user": "user id (field 1)", "item": "item id (field 2)"})
     return df.select("line_no", "user", "item")
 
 
@@ -80,6 +91,7 @@ def read_movies(path: Path) -> dict:
     df = P.split_fields(P.read_lines(path, what, encoding="latin-1"), path, "::",
                         ["item", "title", "genres"], what)
     df = P.to_int(df, path, {"item": "MovieID (field 1)"})
+    P.require_positive(df, path, {"item": "MovieID (field 1)"})
     df = df.with_columns((pl.col("title").str.strip_chars() + " | "
                           + pl.col("genres").str.strip_chars().str.replace_all("|", ", ", literal=True))
                          .alias("text"))

@@ -91,10 +91,21 @@ def split_fields(df: pl.DataFrame, path, sep: str, names: list, what: str,
     if len(bad):
         n_got = len(bad["_parts"][0])
         raise format_error(path, bad["line_no"][0],
-                           f"{len(names)} fields separated by {sep!r} ({what}) but found {n_got}",
+                           f"{len(names)} fields separated by {sep!r} ({what}) but found {n_got}"
+                           + _other_separator_hint(bad["line"][0], sep, len(names)),
                            got=bad["line"][0])
     return parts.select("line_no", "line", *[pl.col("_parts").list.get(i).alias(n)
                                              for i, n in enumerate(names)])
+
+
+def _other_separator_hint(line: str, sep: str, n_fields: int) -> str:
+    """' (the line looks separated by ',')' when another common separator would split it right:
+    the usual mistake is a re-saved file (ratings.dat written back as CSV)."""
+    others = ("::", "\t", ",", ";", "|") + (() if sep == "\t" else (" ",))  # titles hold spaces
+    for other in others:
+        if other != sep and other not in sep and len(line.strip().split(other)) == n_fields:
+            return f" (the line looks separated by {other!r})"
+    return ""
 
 
 def to_int(df: pl.DataFrame, path, columns: dict) -> pl.DataFrame:
@@ -120,6 +131,24 @@ def to_float(df: pl.DataFrame, path, columns: dict) -> pl.DataFrame:
             raise format_error(path, line_no, f"a number {desc}",
                                got=df.filter(pl.col("line_no") == line_no)[c][0])
     return out
+
+
+def require_at_least(df: pl.DataFrame, path, columns: dict, minimum: int,
+                     expected: str = "{desc} >= {minimum}") -> pl.DataFrame:
+    """Integer columns must be >= ``minimum``; ``columns`` maps column -> description and
+    ``expected`` words the error (``{desc}`` and ``{minimum}`` are filled in)."""
+    for c, desc in columns.items():
+        bad = df.filter(pl.col(c) < minimum)
+        if len(bad):
+            raise format_error(path, bad["line_no"][0], expected.format(desc=desc, minimum=minimum),
+                               got=bad[c][0])
+    return df
+
+
+def require_positive(df: pl.DataFrame, path, columns: dict) -> pl.DataFrame:
+    """Ids in the BERT4Rec / GroupLens files are 1-based: 0 or a negative id means a broken or
+    re-indexed file (0 would also collide with the padding index downstream)."""
+    return require_at_least(df, path, columns, 1, "a positive {desc} (ids start at 1)")
 
 
 def min_count_filter(df: pl.DataFrame, column: str, min_count: int) -> pl.DataFrame:
