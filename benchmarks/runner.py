@@ -190,6 +190,9 @@ def run(cfg: RunConfig, *, data=None, data_dir=None, cache_dir=None, on_epoch=No
     t = cfg.train
     seed_everything(t.seed)
     device = pick_device(D.init_from_env(t.device))
+    if device.type == "cuda":  # TF32 for the float32 output layers over all items
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
     if data is None:
         data = load_dataset(cfg.dataset_name, data_dir=data_dir, cache_dir=cache_dir)
     cls = model_class(cfg.model_name)
