@@ -42,8 +42,8 @@ def _source_in(name: str, base: Path):
 
 
 def _find_source(name: str, data_dir):
-    from recboard.datasets.download import missing_files_error, raw_dir, unpack_local_zip
-    base = Path(data_dir) if data_dir is not None else raw_dir(name)
+    from recboard.datasets.download import missing_files_error, source_root, unpack_local_zip
+    base = source_root(name, data_dir)
     found = _source_in(name, base)
     if found is not None:
         return found
@@ -60,6 +60,13 @@ def _find_source(name: str, data_dir):
 
 def source_files(name: str, data_dir) -> list:
     return [_find_source(name, data_dir)]
+
+
+def _download(name: str) -> None:
+    from recboard.datasets.download import fetch, raw_dir
+    fetch(URL, raw_dir(name) / CSV_NAME,
+          manual_hint=f"Put it (or BERT4Rec's {BERT4REC_URL}) in a folder and pass --data-dir "
+                      f"<folder> (or set RECBOARD_BEAUTY_DIR).")
 
 
 def read_ratings_csv(path: Path):
@@ -82,19 +89,10 @@ def read_ratings_csv(path: Path):
 def build(name: str, data_dir, download: bool):
     from recboard.datasets import parsing as P
     from recboard.datasets.batches import SequenceData
+    from recboard.datasets.download import find_or_download
     from recboard.datasets.movielens import read_user_item_txt
 
-    try:
-        path = _find_source(name, data_dir)
-    except FileNotFoundError:
-        if not (download and data_dir is None):
-            raise
-        from recboard.datasets.download import fetch, raw_dir
-        fetch(URL, raw_dir(name) / CSV_NAME,
-              manual_hint=f"Put it (or BERT4Rec's {BERT4REC_URL}) in a folder and pass --data-dir "
-                          f"<folder> (or set RECBOARD_BEAUTY_DIR).")
-        path = _find_source(name, data_dir)
-
+    [path] = find_or_download(name, data_dir, download, source_files, _download)
     if path.suffix == ".txt":
         df = read_user_item_txt(path)
         raw_rows = len(df)

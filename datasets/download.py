@@ -34,6 +34,24 @@ def raw_dir(name: str) -> Path:
     return default_cache_dir() / "raw" / name
 
 
+def source_root(name: str, data_dir) -> Path:
+    """Where an adapter looks for its files: ``--data-dir`` if given, else ``raw_dir(name)``."""
+    return Path(data_dir) if data_dir is not None else raw_dir(name)
+
+
+def find_or_download(name: str, data_dir, download: bool, find, fetch_official):
+    """``find(name, data_dir)``; when that raises FileNotFoundError and ``download`` is set,
+    ``fetch_official(name)`` into ``raw_dir(name)`` and look again. A ``data_dir`` the user
+    named is never filled behind their back: there a missing file stays an error."""
+    try:
+        return find(name, data_dir)
+    except FileNotFoundError:
+        if not (download and data_dir is None):
+            raise
+        fetch_official(name)
+        return find(name, data_dir)
+
+
 def missing_files_error(name: str, searched, wanted: str) -> FileNotFoundError:
     """The error every adapter raises when its files are not on disk: where it looked, what
     it wanted, and the three ways to fix it."""

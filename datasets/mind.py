@@ -81,10 +81,10 @@ def _split_dir(d: Path):
 
 
 def find_split_dirs(name: str, data_dir) -> tuple:
-    from recboard.datasets.download import check_local_zip, missing_files_error, raw_dir, unpack_local_zip
+    from recboard.datasets.download import check_local_zip, missing_files_error, source_root, unpack_local_zip
     if name not in PREFIX:
         raise ValueError(f"mind adapter serves {sorted(PREFIX)}, not {name!r}")
-    base = Path(data_dir) if data_dir is not None else raw_dir(name)
+    base = source_root(name, data_dir)
     prefix = PREFIX[name]
     for train, dev in ((f"{prefix}_train", f"{prefix}_dev"), ("train", "dev"), ("train", "valid")):
         pair = _split_dir(base / train), _split_dir(base / dev)
@@ -248,14 +248,8 @@ def build(name: str, data_dir, download: bool):
     import polars as pl
 
     from recboard.datasets.batches import NewsData
-    try:
-        files = source_files(name, data_dir)
-    except FileNotFoundError:
-        if not (download and data_dir is None):
-            raise
-        _download(name)
-        files = source_files(name, data_dir)
-    train_beh, train_news, dev_beh, dev_news = files
+    from recboard.datasets.download import find_or_download
+    train_beh, train_news, dev_beh, dev_news = find_or_download(name, data_dir, download, source_files, _download)
     same_news = train_news.stat().st_size == dev_news.stat().st_size and \
         train_news.read_bytes() == dev_news.read_bytes()
     news_ids, titles, categories, extra_tabs = news_table([train_news] if same_news else [train_news, dev_news])

@@ -27,8 +27,8 @@ ZIP_NAME = "ml-1m.zip"
 
 
 def _search_dirs(name: str, data_dir) -> list:
-    from recboard.datasets.download import raw_dir
-    base = Path(data_dir) if data_dir is not None else raw_dir(name)
+    from recboard.datasets.download import source_root
+    base = source_root(name, data_dir)
     return [base, base / "ml-1m"]
 
 
@@ -101,14 +101,9 @@ def read_movies(path: Path) -> dict:
 def build(name: str, data_dir, download: bool):
     from recboard.datasets import parsing as P
     from recboard.datasets.batches import SequenceData
+    from recboard.datasets.download import find_or_download
 
-    try:
-        files = source_files(name, data_dir)
-    except FileNotFoundError:
-        if not (download and data_dir is None):
-            raise
-        _download(name)
-        files = source_files(name, data_dir)
+    files = find_or_download(name, data_dir, download, source_files, _download)
     ratings_path = files[0]
     if ratings_path.name == "ratings.dat":
         df, order = read_ratings_dat(ratings_path), ["ts", "line_no"]

@@ -5,7 +5,8 @@ the best run per (dataset, protocol, model), chosen by the *validation* metric t
 early-stopped on (``best_valid/<recboard.metric>``), never by test. ``render()`` turns that
 into one table per (dataset, protocol) -- protocols are never mixed in one table, because
 sampled and full-ranking numbers are not comparable -- with published numbers from
-``references.toml`` beside ours. ``write()`` does both and replaces the output atomically.
+``references.toml`` (read by ``recboard.leaderboard.references``) beside ours. ``write()``
+does both and replaces the output atomically.
 
 Heavy imports (mlflow, pandas, tabulate) happen inside the functions: the CLI imports this
 module for ``bench --help``.
@@ -16,14 +17,15 @@ import json
 import math
 import os
 import tempfile
-from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
 from recboard.benchmarks.config import IMPRESSION_METRICS, SEQUENCE_METRICS
+from recboard.benchmarks.tracking import metric_label
+# re-exported, so ``render.load_references`` and friends keep working
+from recboard.leaderboard.references import (PROTOCOLS, REFERENCES_PATH, Reference, References,  # noqa: F401
+                                             load_references, table_metrics)
 
-REFERENCES_PATH = Path(__file__).with_name("references.toml")
-PROTOCOLS = ("full", "sampled-uni100", "sampled-pop100", "impressions")
 PROTOCOL_TITLES = {
     "full": "full ranking (all items, seen items masked)",
     "sampled-uni100": "sampled ranking (target + 100 uniformly sampled negatives)",
@@ -41,99 +43,6 @@ RUN_COLUMNS = ["run_id", "dataset", "protocol", "task", "model", "kind", "device
                "start_time"]
 NO_RESULT = "—"       # our model has no finished run for this dataset / protocol
 NOT_REPORTED = "n/r"  # the published source does not report this metric
-
-
-def table_metrics(protocol: str) -> tuple:
-    return IMPRESSION_METRICS if protocol == "impressions" else SEQUENCE_METRICS
-
-
-def _label(key: str) -> str:
-    """MLflow metric name -> metric label (the runner writes '@' as '_at_')."""
-    return key.replace("_at_", "@")
-
-
-# --------------------------------------------------------------------------- references
-
-@dataclass
-class Reference:
-    dataset: str
-    protocol: str
-    model: str
-    citation: str
-    source: str
-    metrics: dict            # label -> float
-    text: dict               # label -> the value as printed in the source
-    note: str = ""
-
-
-@dataclass
-class References:
-    results: list = field(default_factory=list)
-    citations: dict = field(default_factory=dict)   # key -> {"text", "url"}
-
-
-def load_references(path=None) -> References:
-    """Parse and check ``references.toml``; errors name the file, line and what was expected."""
-    import tomllib
-
-    path = Path(path) if path else REFERENCES_PATH
-    text = path.read_text(encoding="utf-8")
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as err:
-        raise ValueError(f"{path}: not valid TOML: {err}") from None
-    lines = text.splitlines()
-    entry_lines = [i + 1 for i, line in enumerate(lines) if line.strip() == "[[results]]"]
-
-    def line_of(n: int, key: str) -> str:
-        """Line of ``key = ...`` inside the n-th [[results]] block (else the block's header)."""
-        if n >= len(entry_lines):
-            return "?"
-        end = entry_lines[n + 1] - 1 if n + 1 < len(entry_lines) else len(lines)
-        for i in range(entry_lines[n], end):
-            if lines[i].split("=", 1)[0].strip().strip('"') == key:
-                return str(i + 1)
-        return str(entry_lines[n])
-
-    citations = data.get("citations", {})
-    for key, cite in citations.items():
-        if not isinstance(cite, dict) or not isinstance(cite.get("text"), str):
-            raise ValueError(f"{path}: [citations.{key}] needs a text = \"...\" field")
-    from recboard.datasets.registry import DATASETS
-
-    refs = References(citations=citations)
-    for n, entry in enumerate(data.get("results", [])):
-        def where(key: str, n=n) -> str:
-            return f"{path}, line {line_of(n, key)} ([[results]] #{n + 1})"
-
-        missing = [k for k in ("dataset", "protocol", "model", "citation", "metrics") if k not in entry]
-        if missing:
-            raise ValueError(f"{where('')}: missing {', '.join(missing)}")
-        if entry["dataset"] not in DATASETS:
-            raise ValueError(f"{where('dataset')}: unknown dataset {entry['dataset']!r}; expected one of "
-                             f"{', '.join(DATASETS)}")
-        if entry["protocol"] not in PROTOCOLS:
-            raise ValueError(f"{where('protocol')}: protocol must be one of {', '.join(PROTOCOLS)}, "
-                             f"got {entry['protocol']!r}")
-        if entry["citation"] not in citations:
-            raise ValueError(f"{where('citation')}: citation {entry['citation']!r} has no [citations.{entry['citation']}]")
-        allowed = table_metrics(entry["protocol"])
-        values, printed = {}, {}
-        for label, value in entry["metrics"].items():
-            if label not in allowed:
-                raise ValueError(f"{where('metrics')}: metric {label!r} is not reported under protocol "
-                                 f"{entry['protocol']!r}; expected {', '.join(allowed)}")
-            try:
-                values[label] = float(value)
-            except (TypeError, ValueError):
-                raise ValueError(f"{where('metrics')}: metric {label!r} must be a number, got {value!r}") from None
-            if not 0.0 <= values[label] <= 1.0:
-                raise ValueError(f"{where('metrics')}: metric {label!r} = {value!r}; expected a fraction in [0, 1]")
-            printed[label] = value if isinstance(value, str) else repr(value)
-        refs.results.append(Reference(entry["dataset"], entry["protocol"], entry["model"],
-                                      entry["citation"], entry.get("source", ""), values, printed,
-                                      entry.get("note", "")))
-    return refs
 
 
 # --------------------------------------------------------------------------- collect
@@ -184,7 +93,7 @@ def _tidy(raw):
     for column in raw.columns:
         for prefix in ("metrics.test/", "metrics.best_valid/"):
             if column.startswith(prefix):
-                name = ("" if prefix.endswith("test/") else "best_valid/") + _label(column[len(prefix):])
+                name = ("" if prefix.endswith("test/") else "best_valid/") + metric_label(column[len(prefix):])
                 out[name] = pd.to_numeric(raw[column])
     tests = [m for m in ALL_METRICS if m in out.columns]
     out = out[out[tests].notna().any(axis=1)] if tests else out.iloc[0:0]

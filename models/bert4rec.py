@@ -147,6 +147,11 @@ def item_rows(counts: np.ndarray) -> tuple[torch.Tensor, int]:
     return torch.from_numpy(rows), n_known
 
 
+def item_coverage(n_known: int, n_items: int) -> dict:
+    """``describe()`` of a model with an ``item_rows`` map: the fraction of items with a row of their own."""
+    return {"coverage": n_known / max(n_items, 1), "known_items": n_known, "unknown_items": n_items - n_known}
+
+
 def init_weights(module: nn.Module) -> None:
     """BERT's initialisation: N(0, 0.02) truncated, zero biases, padding row zero."""
     if isinstance(module, (nn.Linear, nn.Embedding)):
@@ -253,8 +258,7 @@ class BERT4Rec(nn.Module):
         self.apply(init_weights)
 
     def describe(self) -> dict:
-        return {"coverage": self.n_known / max(self.n_items, 1), "known_items": self.n_known,
-                "unknown_items": self.n_items - self.n_known}
+        return item_coverage(self.n_known, self.n_items)
 
     def encode(self, rows: torch.Tensor) -> torch.Tensor:
         """[B, L] embedding rows, left-padded, L <= max_len -> [B, L, H]. Positions are

@@ -21,7 +21,7 @@ from torch import nn
 
 from recboard.datasets.batches import PAD, SequenceBatch
 from recboard.models.bert4rec import (TransformerBlock, check_config, float32_logits, init_weights,
-                                      item_rows, rows_to_items, training_item_counts)
+                                      item_coverage, item_rows, rows_to_items, training_item_counts)
 
 
 @dataclass
@@ -86,8 +86,7 @@ class SASRec(nn.Module):
         self.apply(init_weights)
 
     def describe(self) -> dict:
-        return {"coverage": self.n_known / max(self.n_items, 1), "known_items": self.n_known,
-                "unknown_items": self.n_items - self.n_known}
+        return item_coverage(self.n_known, self.n_items)
 
     def encode(self, rows: torch.Tensor) -> torch.Tensor:
         """[B, L] embedding rows, left-padded, L <= max_len - 1 -> [B, L, H]; position t

@@ -46,23 +46,6 @@ SEQ = ("HR@1", "HR@5", "HR@10", "NDCG@5", "NDCG@10", "MRR")
 IMP = ("AUC", "MRR", "nDCG@5", "nDCG@10")
 
 
-def fresh_store(tmp_path) -> str:
-    """A sqlite tracking URI on an empty MLflow database. Creating one runs MLflow's schema
-    migrations (~7 s), so a migrated empty database is made once and copied."""
-    import shutil
-    import tempfile
-
-    import mlflow
-
-    template = Path(tempfile.gettempdir()) / f"recboard-test-mlflow-{mlflow.__version__}.db"
-    if not template.exists():
-        scratch = template.with_suffix(f".{os.getpid()}.tmp")
-        mlflow.MlflowClient(f"sqlite:///{scratch}").search_experiments()  # creates the schema
-        os.replace(scratch, template)
-    shutil.copy(template, tmp_path / "mlflow.db")
-    return f"sqlite:///{tmp_path / 'mlflow.db'}"
-
-
 def _log(client, experiment_id, *, model, dataset, protocol, valid, test, kind="run", status="FINISHED",
          metric=None, device="cpu", train_time=90.0, n_params=12345, with_test=True):
     from mlflow.entities import Metric, Param
@@ -88,7 +71,7 @@ def _log(client, experiment_id, *, model, dataset, protocol, valid, test, kind="
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory):
+def store(tmp_path_factory, fresh_store):
     import mlflow
 
     root = tmp_path_factory.mktemp("mlflow")
@@ -229,7 +212,7 @@ def test_write_is_atomic_and_infers_format(store, references, tmp_path):
         lb.write(tmp_path / "board.txt", tracking_uri=uri, references=references)
 
 
-def test_empty_store(tmp_path):
+def test_empty_store(tmp_path, fresh_store):
     text = lb.render(lb.collect(fresh_store(tmp_path)), False, commit=COMMIT, date=DATE)
     assert "No finished runs" in text and "###" in text
 

@@ -1,60 +1,24 @@
 """SASRec: causal attention, the shifted full-softmax objective, learning, checkpoints,
 unknown-item sharing and sdpa/eager agreement. CPU, tiny sizes."""
-import io
-
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
-from recboard.datasets.batches import SequenceBatch, SequenceData, left_pad, to_ragged
+from recboard.datasets.batches import SequenceBatch
 from recboard.models.sasrec import SASRec, SASRecConfig
 
+from sequence_helpers import (UNSEEN_ITEMS, assert_reload_gives_identical_scores, assert_sdpa_matches_eager,
+                              assert_unseen_items_score_alike, planted_data, runner_metrics_vs_pop, train,
+                              unseen_item_data)
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models gain nothing from a second intra-op thread, and on a busy 2-core machine
-    a 2-thread pool stalls on every op (measured: 10 ms vs 850 ms per step)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
-def planted_data(n_users=200, n_items=40, seed=0, follow=0.9) -> SequenceData:
-    """Each item is followed by its fixed successor with probability ``follow``, otherwise by
-    a uniform random item: next-item structure that popularity cannot see."""
-    rng = np.random.default_rng(seed)
-    successor = rng.permutation(n_items) + 1
-    rows = []
-    for _ in range(n_users):
-        seq = [int(rng.integers(1, n_items + 1))]
-        for _ in range(int(rng.integers(8, 20)) - 1):
-            seq.append(int(successor[seq[-1] - 1]) if rng.random() < follow else int(rng.integers(1, n_items + 1)))
-        rows.append(seq)
-    offsets, items = to_ragged(rows)
-    return SequenceData("planted", n_items, offsets, items)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def small_config(**kw) -> SASRecConfig:
     base = dict(hidden_size=32, num_layers=1, num_heads=1, max_len=20, dropout=0.1)
     base.update(kw)
     return SASRecConfig(**base)
-
-
-def train(model, data, steps, lr=3e-3, batch_size=32, seed=0):
-    torch.manual_seed(seed)
-    seqs = torch.as_tensor(left_pad(data.train_sequences(), model.config.max_len))
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr)
-    losses = []
-    model.train()
-    for _ in range(steps):
-        loss = model.loss(SequenceBatch(seqs[torch.randint(0, len(seqs), (batch_size,))]))
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        losses.append(loss.item())
-    return losses
 
 
 def test_attention_is_causal_and_score_reads_the_last_max_len_minus_one_items():
@@ -102,46 +66,21 @@ def test_loss_falls_on_planted_data():
 
 def test_state_dict_reload_gives_identical_scores():
     data = planted_data(n_users=50)
-    torch.manual_seed(0)
-    model = SASRec(small_config(), data)
-    train(model, data, steps=5)
-    buffer = io.BytesIO()
-    torch.save(model.state_dict(), buffer)
-    torch.manual_seed(1)
-    fresh = SASRec(small_config(), data)
-    batch = SequenceBatch(torch.as_tensor(left_pad(data.train_sequences()[:8], 20)))
-    fresh.eval(), model.eval()
-    assert not torch.allclose(fresh.score(batch)[:, 1:], model.score(batch)[:, 1:])
-    buffer.seek(0)
-    fresh.load_state_dict(torch.load(buffer))
-    assert torch.equal(fresh.score(batch), model.score(batch))
+    assert_reload_gives_identical_scores(lambda: SASRec(small_config(), data), data)
 
 
 def test_items_unseen_in_training_share_one_embedding():
-    rows = [[1, 2, 3, 41, 42], [4, 5, 6, 7, 43, 41], [8, 9, 10, 44, 45], [1, 3, 5, 2, 4]]
-    offsets, items = to_ragged(rows)
-    data = SequenceData("unseen", 46, offsets, items)
-    model = SASRec(small_config(), data).eval()
-    unknown = [41, 42, 43, 44, 45, 46]
-    assert (model.item_to_row[unknown] == model.unknown_row).all()
+    model = SASRec(small_config(), unseen_item_data()).eval()
+    assert (model.item_to_row[UNSEEN_ITEMS] == model.unknown_row).all()
     assert model.item_embedding.num_embeddings == 10 + 2       # pad, 10 known, unknown
     assert model.describe() == {"coverage": pytest.approx(10 / 46), "known_items": 10, "unknown_items": 36}
-    scores = model.score(SequenceBatch(torch.tensor([[1, 2, 41], [1, 2, 46]])))
-    assert (scores[:, unknown] == scores[:, [41]]).all()
-    assert torch.allclose(scores[0], scores[1], atol=1e-6)
+    assert_unseen_items_score_alike(model)
 
 
 def test_sdpa_and_eager_attention_agree():
     data = planted_data(n_users=40)
-    torch.manual_seed(0)
-    sdpa = SASRec(small_config(num_layers=2, num_heads=2, attention="sdpa"), data)
-    train(sdpa, data, steps=3)
-    eager = SASRec(small_config(num_layers=2, num_heads=2, attention="eager"), data)
-    eager.load_state_dict(sdpa.state_dict())
-    sdpa.eval(), eager.eval()
-    batch = SequenceBatch(torch.as_tensor(left_pad(data.train_sequences(), 20)))
-    assert torch.allclose(sdpa.score(batch)[:, 1:], eager.score(batch)[:, 1:], atol=1e-5)
-    assert sdpa.loss(batch).item() == pytest.approx(eager.loss(batch).item(), abs=1e-5)
+    assert_sdpa_matches_eager(
+        lambda attention: SASRec(small_config(num_layers=2, num_heads=2, attention=attention), data), data)
 
 
 def test_bad_config_names_the_key():
@@ -155,14 +94,7 @@ def test_bad_config_names_the_key():
 @pytest.mark.slow
 def test_beats_popularity_end_to_end_on_synthetic_transitions():
     """Through the project runner: train, early-stop on validation, full-ranking test."""
-    from recboard.benchmarks.config import resolve
-    from recboard.benchmarks.runner import run
-    from recboard.datasets.synthetic import generate_sequences
-
-    data = generate_sequences(n_users=300, n_items=100, min_len=8, max_len=12, p_next=0.9, seed=1)
-    sets = ["epochs=4", "batch_size=16", "max_len=12", "device=cpu"]
-    model = run(resolve("sasrec", "synthetic_seq", sets), data=data, tracking=False).test_metrics
-    pop = run(resolve("pop", "synthetic_seq", ["device=cpu"]), data=data, tracking=False).test_metrics
+    model, pop = runner_metrics_vs_pop("sasrec", ["epochs=4", "batch_size=16", "max_len=12", "device=cpu"])
     # measured: NDCG@10 .77-.78 over three runner seeds vs .047 for popularity
     assert model["NDCG@10"] > pop["NDCG@10"] + 0.5, (model, pop)
     assert model["HR@10"] > 3 * pop["HR@10"], (model, pop)

@@ -4,9 +4,6 @@ leaves a FAIL trial; bad search spaces are clear errors."""
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
-from pathlib import Path
 
 import pytest
 
@@ -23,20 +20,8 @@ SETS = {"epochs": 2, "patience": 0, "device": "cpu", "hidden_size": 16, "num_hea
 SPACE = ["lr=1e-7,1e-6,5e-3", "dropout=0.0:0.3"]
 
 
-def fresh_store(tmp_path) -> str:
-    """A sqlite tracking URI on an empty MLflow database. Creating one runs MLflow's schema
-    migrations (~7 s), so a migrated empty database is made once and copied."""
-    template = Path(tempfile.gettempdir()) / f"recboard-test-mlflow-{mlflow.__version__}.db"
-    if not template.exists():
-        scratch = template.with_suffix(f".{os.getpid()}.tmp")
-        mlflow.MlflowClient(f"sqlite:///{scratch}").search_experiments()  # creates the schema
-        os.replace(scratch, template)
-    shutil.copy(template, tmp_path / "mlflow.db")
-    return f"sqlite:///{tmp_path / 'mlflow.db'}"
-
-
 @pytest.fixture(scope="module")
-def env(tmp_path_factory):
+def env(tmp_path_factory, fresh_store):
     """Own MLflow store and RECBOARD_HOME for this module; restored afterwards."""
     root = tmp_path_factory.mktemp("tune")
     saved = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_URI", "RECBOARD_HOME")}
