@@ -34,6 +34,7 @@ class TrainConfig:
     amp: bool = True              # bf16 autocast on CUDA
     eval_batch_size: int = 512
     max_steps_per_epoch: int = 0  # 0 = the whole training set each epoch
+    max_train_minutes: float = 0  # stop starting epochs after this much training time (0 = no limit)
     grad_clip: float = 5.0
 
 

@@ -263,6 +263,12 @@ def _train_and_test(cfg, data, model, optimizer, task, impressions_via_sequence,
     for epoch in range(start_epoch, epochs + 1):
         if t.patience and bad_epochs >= t.patience:
             break
+        # ranks agree on the mean so all of them stop at the same epoch under torchrun
+        mean_train_time = float(D.all_reduce_sum(torch.tensor(train_time))) / max(D.world_size(), 1)
+        if t.max_train_minutes and mean_train_time >= 60 * t.max_train_minutes:
+            print(f"recboard: training time budget of {t.max_train_minutes} min reached after epoch {epoch - 1}",
+                  file=sys.stderr)
+            break
         epoch_start = time.perf_counter()
         model.train()
         total, steps = torch.zeros((), device=device), 0

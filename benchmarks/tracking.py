@@ -57,7 +57,10 @@ def setup(experiment: str | None = None):
 
 
 def git_commit() -> str:
-    """Commit of the recboard checkout (with "-dirty" when it has local changes), or "unknown"."""
+    """Commit of the recboard checkout (with "-dirty" when it has local changes), or "unknown".
+    ``RECBOARD_GIT_COMMIT`` overrides it for copies of the tree without ``.git`` (GPU boxes)."""
+    if os.environ.get("RECBOARD_GIT_COMMIT"):
+        return os.environ["RECBOARD_GIT_COMMIT"]
     root = Path(__file__).resolve().parents[1]
     try:
         sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True,
