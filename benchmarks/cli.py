@@ -65,7 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="write to this file (e.g. leaderboard/LEADERBOARD.md) instead of stdout")
     p.add_argument("--format", choices=("markdown", "csv", "json"),
                    help="default: from --out's suffix (.md/.csv/.json), else markdown")
-    p.add_argument("--tracking-uri", help="read runs from this MLflow store (default: as bench run)")
+    p.add_argument("--tracking-uri", action="append",
+                   help="read runs from this MLflow store (repeatable: stores from several machines; "
+                        "default: as bench run)")
     p.add_argument("--references", help="published-numbers toml (default: leaderboard/references.toml)")
     p.add_argument("--dataset", action="append", help="only these datasets (repeatable)")
 

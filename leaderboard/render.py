@@ -47,22 +47,26 @@ NOT_REPORTED = "n/r"  # the published source does not report this metric
 
 # --------------------------------------------------------------------------- collect
 
-def collect(tracking_uri: str | None = None, best_only: bool = True):
+def collect(tracking_uri=None, best_only: bool = True):
     """Finished runs with test metrics -> one row per run (``best_only``: per dataset,
-    protocol and model, the run with the best validation score)."""
+    protocol and model, the run with the best validation score). ``tracking_uri`` may be a
+    list: stores brought back from several machines are read as one."""
     import mlflow
     import pandas as pd
 
     if tracking_uri is None:
         from recboard.benchmarks.tracking import tracking_uri as default_uri
         tracking_uri = default_uri()
+    uris = [tracking_uri] if isinstance(tracking_uri, str) else list(tracking_uri)
     previous = mlflow.get_tracking_uri()
-    mlflow.set_tracking_uri(tracking_uri)
+    frames = []
     try:
-        frames = [mlflow.search_runs(search_all_experiments=True, output_format="pandas",
-                                     filter_string=f"attributes.status = 'FINISHED' and "
-                                                   f"tags.`recboard.kind` = '{kind}'")
-                  for kind in ("run", "trial")]
+        for uri in uris:
+            mlflow.set_tracking_uri(uri)
+            frames += [mlflow.search_runs(search_all_experiments=True, output_format="pandas",
+                                          filter_string=f"attributes.status = 'FINISHED' and "
+                                                        f"tags.`recboard.kind` = '{kind}'")
+                       for kind in ("run", "trial")]
     finally:
         mlflow.set_tracking_uri(previous)
     raw = pd.concat([f for f in frames if len(f)], ignore_index=True) if any(len(f) for f in frames) else None
