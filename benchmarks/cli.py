@@ -106,7 +106,8 @@ def cmd_prepare(args) -> int:
 def metrics_table(results: list) -> str:
     from tabulate import tabulate
     from recboard.benchmarks.config import IMPRESSION_METRICS, SEQUENCE_METRICS
-    names = [m for m in dict.fromkeys((*SEQUENCE_METRICS, *IMPRESSION_METRICS)) if m in results[0].test_metrics]
+    order = IMPRESSION_METRICS if "AUC" in results[0].test_metrics else SEQUENCE_METRICS
+    names = [m for m in order if m in results[0].test_metrics]
     rows = [[r.model, r.dataset, r.protocol, *[r.test_metrics.get(n, float("nan")) for n in names],
              f"{r.wall_time_s:.1f}s", r.device] for r in results]
     return tabulate(rows, headers=["model", "dataset", "protocol", *names, "wall", "device"], floatfmt=".4f")
