@@ -206,14 +206,22 @@ def _markdown_table(protocol, ours, published) -> str:
             text = NO_RESULT if v is None else f"{v:.4f}"
             cells.append(f"**{text}**" if best.get(m) == text else text)
         train = row.get("train_time_s") if _num(row.get("train_time_s")) is not None else row.get("wall_time_s")
-        body.append([name, "this repo"] + cells + [_duration(train), row.get("device") or "",
-                                                   _count(row.get("n_params")), f"`{str(row['run_id'])[:8]}`"])
+        times = f"{_duration(train)} / {_duration(row.get('wall_time_s'))}"
+        body.append([name, "this repo"] + cells + [times, row.get("device") or "",
+                                                   _count(row.get("n_params")), _run_cell(row)])
     for ref in published:
         body.append([ref.model, f"published [{ref.citation}]"]
                     + [ref.text.get(m, NOT_REPORTED) for m in metrics] + ["", "", "", ""])
-    headers = ["Model", "Source", *metrics, "Train time", "Device", "Params", "Run"]
+    headers = ["Model", "Source", *metrics, "Train / wall", "Device", "Params", "Run @ commit"]
     return tabulate(body, headers=headers, tablefmt="github", disable_numparse=True,
                     colalign=("left", "left") + ("right",) * len(metrics) + ("right", "left", "right", "left"))
+
+
+def _run_cell(row) -> str:
+    """Short MLflow run id and the recboard commit the run was made from."""
+    commit = str(row.get("git_commit") or "unknown")
+    short = commit if commit == "unknown" else commit[:7] + ("-dirty" if commit.endswith("-dirty") else "")
+    return f"`{str(row['run_id'])[:8]}` @ `{short}`"
 
 
 SAMPLED_NOTE = (

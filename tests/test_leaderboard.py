@@ -160,7 +160,7 @@ def test_markdown_layout(store, references):
     assert "| SASRec (published) | published [paper2019]" in full and "0.2500" in full and "n/r" in full
     header = next(line for line in full.splitlines() if line.startswith("| Model"))
     assert [c.strip() for c in header.strip("|").split("|")] == [
-        "Model", "Source", *SEQ, "Train time", "Device", "Params", "Run"]
+        "Model", "Source", *SEQ, "Train / wall", "Device", "Params", "Run @ commit"]
     mind_header = next(line for line in mind.splitlines() if line.startswith("| Model"))
     assert [c.strip() for c in mind_header.strip("|").split("|")][2:6] == list(IMP)
     # best of OUR rows in bold: sasrec_a has NDCG@10 0.1400 < bert4rec trial 0.1900
