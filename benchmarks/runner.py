@@ -195,6 +195,10 @@ def run(cfg: RunConfig, *, data=None, data_dir=None, cache_dir=None, on_epoch=No
         torch.backends.cudnn.allow_tf32 = True
     if data is None:
         data = load_dataset(cfg.dataset_name, data_dir=data_dir, cache_dir=cache_dir)
+    if data.stats.get("missing_news_ids"):
+        print(f"recboard: {cfg.dataset_name}: {data.stats['missing_news_ids']:,} news ids "
+              f"({data.stats.get('missing_news_refs', 0):,} references) are not in news.tsv; "
+              "they share the unknown-news slot (empty title)", file=sys.stderr)
     cls = model_class(cfg.model_name)
     task, impressions_via_sequence = model_task(cls, data)
     model = cls(cfg.model, data).to(device)
@@ -224,7 +228,9 @@ def run(cfg: RunConfig, *, data=None, data_dir=None, cache_dir=None, on_epoch=No
         if not state:
             tracker.log_dict({"config": cfg.flat(), "sources": cfg.sources, "dataset_stats": data.stats},
                              "config.json")
-            tracker.log_metrics({"n_params": n_params})
+            tracker.log_metrics({"n_params": n_params,
+                                 **{f"data/{k}": v for k, v in data.stats.items()
+                                    if isinstance(v, (int, float)) and not isinstance(v, bool)}})
         result = _train_and_test(cfg, data, model, optimizer, task, impressions_via_sequence, device,
                                  amp_dtype, tracker, on_epoch, evaluate_test, progress, checkpointer, state,
                                  wall_start)

@@ -58,3 +58,18 @@ def test_mind_sample_parses_and_counts_missing_news(tmp_path):
     assert 0 < s["users"] == data.n_users and data.titles[2] and data.categories[2]
     clicks = data.click_sequences()
     assert clicks.n_users > 0 and clicks.items.max() <= data.n_items
+
+
+def test_nrms_trains_and_evaluates_end_to_end_on_the_real_mind_sample(tmp_path, capsys):
+    """Most news ids of the sample are missing from its news.tsv: the run must still train,
+    score every dev impression and report the missing news."""
+    from recboard.benchmarks import config as C
+    from recboard.benchmarks.runner import run
+
+    data = load_or_build("mind_small", mind, need(SHARED / "mind-sample"), tmp_path / "cache")
+    cfg = C.resolve("nrms_glove", "mind_small", ["epochs=1", "max_steps_per_epoch=5", "batch_size=16"])
+    result = run(cfg, data=data, tracking=False)
+    assert "are not in news.tsv" in capsys.readouterr().err
+    assert set(result.test_metrics) == {"AUC", "MRR", "nDCG@5", "nDCG@10"}
+    assert 0.0 < result.test_metrics["AUC"] < 1.0
+    assert result.stats["missing_news_ids"] > 0

@@ -101,3 +101,20 @@ def test_run_is_recorded_in_mlflow(tmp_path, monkeypatch):
     assert r.data.tags["recboard.model"] == "pop" and r.data.tags["recboard.protocol"] == "full"
     assert r.data.tags["recboard.git_commit"]
     assert r.data.params["metric"] == "NDCG@10"
+
+
+def test_nan_loss_stops_the_run_and_marks_it_failed(tmp_path, monkeypatch):
+    from recboard.benchmarks.runner import NonFiniteLossError
+    from recboard.models.sasrec import SASRec
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    real_loss = SASRec.loss
+    monkeypatch.setattr(SASRec, "loss", lambda self, batch: real_loss(self, batch) * float("nan"))
+    cfg = C.resolve("sasrec", "synthetic_seq", ["epochs=2", "hidden_size=8", "max_len=8"])
+    with pytest.raises(NonFiniteLossError, match="training loss became nan in epoch 1"):
+        run(cfg, data=popular_target_data())
+    import mlflow
+    mlflow.set_tracking_uri(uri)
+    runs = mlflow.search_runs(experiment_names=["recboard"])
+    assert list(runs["status"]) == ["FAILED"]
+    assert "NonFiniteLossError" in runs["tags.recboard.error"][0]
