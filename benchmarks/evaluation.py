@@ -132,25 +132,12 @@ class SequenceEvaluator:
 
 # ------------------------------------------------------------------ impressions
 
-def user_click_sequences(data: NewsData, blocks: list) -> dict:
-    """user -> history field followed by clicks in ``blocks`` (time order): the input an
-    ID-based sequence model sees for a user on MIND."""
-    per_user: dict = {}
-    for block in blocks:
-        for i in np.argsort(block.time, kind="stable"):
-            u = int(block.user[i])
-            if u not in per_user:
-                per_user[u] = list(block.history(i))
-            per_user[u].extend(int(x) for x in block.candidates(i)[block.labels(i) == 1])
-    return per_user
-
-
 def impression_sequence_inputs(data: NewsData, split: str) -> list:
     """Per-impression click sequence for ``split``: the user's history plus every click in
     impressions strictly before that split (train for valid, train + valid for test)."""
     block = data.valid if split == "valid" else data.test
     earlier = [data.train] if split == "valid" else [data.train, data.valid]
-    clicks = user_click_sequences(data, earlier)
+    clicks = data.user_clicks(earlier)
     return [np.asarray(clicks.get(int(u), block.history(i)), dtype=np.int64)
             for i, u in enumerate(block.user)]
 
@@ -222,7 +209,7 @@ def training_sequences(data) -> list:
     """What sequence models train on: the leave-one-out training part (SequenceData) or, on
     MIND, each user's history plus clicks in the train split (valid/test stay unseen)."""
     if isinstance(data, NewsData):
-        clicks = user_click_sequences(data, [data.train])
+        clicks = data.user_clicks([data.train])
         return [np.asarray(v, dtype=np.int64) for _, v in sorted(clicks.items())]
     return data.train_sequences()
 

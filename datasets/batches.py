@@ -154,18 +154,21 @@ class NewsData:
     def item_text(self) -> list:
         return self.titles
 
-    def click_sequences(self) -> SequenceData:
-        """Per-user click sequence for ID-based sequence models: the history field followed
-        by the user's clicks in train+valid impressions, in time order."""
+    def user_clicks(self, blocks: list | None = None) -> dict:
+        """user -> the history field followed by the user's clicks in ``blocks`` (default:
+        train + valid), in time order: the input an ID-based sequence model sees on MIND."""
         per_user: dict = {}
-        for block in (self.train, self.valid):
-            order = np.argsort(block.time, kind="stable")
-            for i in order:
+        for block in (self.train, self.valid) if blocks is None else blocks:
+            for i in np.argsort(block.time, kind="stable"):
                 u = int(block.user[i])
                 if u not in per_user:
                     per_user[u] = list(block.history(i))
-                clicked = block.candidates(i)[block.labels(i) == 1]
-                per_user[u].extend(int(x) for x in clicked)
+                per_user[u].extend(int(x) for x in block.candidates(i)[block.labels(i) == 1])
+        return per_user
+
+    def click_sequences(self) -> SequenceData:
+        """``user_clicks()`` as ``SequenceData`` (users in index order)."""
+        per_user = self.user_clicks()
         users = sorted(per_user)
         offsets, items = to_ragged([per_user[u] for u in users])
         return SequenceData(self.name + "-clicks", self.n_items, offsets, items,
