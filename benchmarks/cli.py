@@ -127,7 +127,7 @@ def cmd_run(args) -> int:
     sets = C.parse_sets(args.set)
     if args.from_study:
         from recboard.benchmarks.tuning import best_params
-        sets = {**{k: v for k, v in best_params(args.from_study, storage=args.storage).items()}, **sets}
+        sets = {**best_params(args.from_study, storage=args.storage), **sets}
     cfg = C.resolve(args.model, args.dataset, sets)
     if args.resume and not args.checkpoint_dir:
         raise C.ConfigError("--resume needs --checkpoint-dir (where the interrupted run wrote its checkpoints)")

@@ -79,39 +79,33 @@ def _field_types(obj_or_cls) -> dict:
 
 def coerce(key: str, value: Any, typ) -> Any:
     """Convert ``value`` (a string from the command line, or a Python value) to ``typ``."""
-    origin = typing.get_origin(typ)
-    if origin is typing.Union:
-        args = [a for a in typing.get_args(typ) if a is not type(None)]
+    if typing.get_origin(typ) is typing.Union:
         if value is None or (isinstance(value, str) and value.lower() in ("none", "null")):
             return None
-        typ = args[0]
-    try:
-        if typ is bool:
-            if isinstance(value, bool):
-                return value
-            if isinstance(value, str) and value.lower() in ("1", "true", "yes", "on"):
-                return True
-            if isinstance(value, str) and value.lower() in ("0", "false", "no", "off"):
-                return False
-            raise ValueError
-        if typ is int:
-            if isinstance(value, float) and value.is_integer():
-                return int(value)
-            if isinstance(value, bool) or isinstance(value, float):
-                raise ValueError
-            return int(value)
-        if typ is float:
-            if isinstance(value, bool):
-                raise ValueError
-            return float(value)
-        if typ is str:
-            return str(value)
-    except (TypeError, ValueError):
-        pass
-    else:
-        if typ not in (bool, int, float, str):
+        typ = next(a for a in typing.get_args(typ) if a is not type(None))
+    if typ not in (bool, int, float, str):
+        return value
+    if typ is str:
+        return str(value)
+    if typ is bool:
+        if isinstance(value, bool):
             return value
-    raise ConfigError(f"config key {key!r} expects {getattr(typ, '__name__', typ)}, got {value!r}")
+        if isinstance(value, str) and value.lower() in ("1", "true", "yes", "on"):
+            return True
+        if isinstance(value, str) and value.lower() in ("0", "false", "no", "off"):
+            return False
+    elif not isinstance(value, bool):
+        try:
+            if typ is float:
+                return float(value)
+            if isinstance(value, float):  # an int key accepts 3.0 but not 3.5
+                if value.is_integer():
+                    return int(value)
+            else:
+                return int(value)
+        except (TypeError, ValueError):
+            pass
+    raise ConfigError(f"config key {key!r} expects {typ.__name__}, got {value!r}")
 
 
 def apply(run: RunConfig, updates: dict, source: str) -> None:
@@ -151,10 +145,7 @@ def resolve(model_name: str, dataset_name: str, sets: list | dict | None = None)
     module = model_module(model_name)
     cls = model_class(model_name)
     run = RunConfig(model_name, dataset_name, TrainConfig(), cls.config_class())
-    apply(run, {k: v for k, v in TASK_PRESETS[task].items()
-                if k in _field_types(run.train)}, f"{task} defaults")
-    if task == "impression":
-        run.train.protocol = "impressions"
+    apply(run, TASK_PRESETS[task], f"{task} defaults")
     apply(run, spec.overrides, f"model {model_name}")
     presets = getattr(module, "PRESETS", {})
     base = dataset_name.split("_")[0] if dataset_name.startswith("mind") else dataset_name

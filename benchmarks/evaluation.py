@@ -7,6 +7,7 @@ as tensors, so an evaluation pass is a handful of large batched ops.
 """
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +15,7 @@ import torch
 
 from recboard.benchmarks import distributed as D
 from recboard.benchmarks import metrics as M
-from recboard.datasets.batches import (ImpressionBatch, Impressions, NewsData, SequenceBatch,
+from recboard.datasets.batches import (PAD, ImpressionBatch, Impressions, NewsData, SequenceBatch,
                                        SequenceData, left_pad, right_pad, to_ragged)
 
 N_SAMPLED_NEGATIVES = 100
@@ -82,6 +83,24 @@ def cached_negatives(data: SequenceData, protocol: str, seed: int) -> np.ndarray
     return negatives
 
 
+def autocast(device_type: str, amp_dtype):
+    """bf16 autocast when ``amp_dtype`` is set (CUDA runs), a no-op otherwise."""
+    return torch.autocast(device_type, dtype=amp_dtype or torch.bfloat16, enabled=amp_dtype is not None)
+
+
+@contextlib.contextmanager
+def scoring(model, device_type: str, amp_dtype):
+    """Eval mode, no grad and autocast for one evaluation pass; yields the model's item
+    vectors (encoded once for the whole pass) and restores the training mode afterwards."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad(), autocast(device_type, amp_dtype):
+            yield model.item_vectors() if hasattr(model, "item_vectors") else None
+    finally:
+        model.train(was_training)
+
+
 # ------------------------------------------------------------------ sequences
 
 class SequenceEvaluator:
@@ -107,14 +126,9 @@ class SequenceEvaluator:
     def __len__(self) -> int:
         return len(self.target)
 
-    @torch.no_grad()
     def evaluate(self, model, amp_dtype=None) -> dict:
-        was_training = model.training
-        model.eval()
-        device_type = self.seq.device.type
         acc = M.MeanAccumulator()
-        with torch.autocast(device_type, dtype=amp_dtype or torch.bfloat16, enabled=amp_dtype is not None):
-            vectors = model.item_vectors() if hasattr(model, "item_vectors") else None
+        with scoring(model, self.seq.device.type, amp_dtype) as vectors:
             for start in range(0, len(self), self.batch_size):
                 sl = slice(start, start + self.batch_size)
                 batch = SequenceBatch(self.seq[sl], self.target[sl])
@@ -126,7 +140,6 @@ class SequenceEvaluator:
                     sampled = scores.gather(1, self.candidates[sl])
                     ranks = M.target_ranks(sampled, torch.zeros_like(batch.target))
                 acc.add(M.rank_metrics(ranks))
-        model.train(was_training)
         return acc.result()
 
 
@@ -169,23 +182,16 @@ class ImpressionEvaluator:
         return len(self.order)
 
     def _batch(self, index: np.ndarray) -> ImpressionBatch:
-        cands = right_pad([self.candidates[i] for i in index])
-        labels = right_pad([self.labels[i] for i in index])
-        mask = right_pad([np.ones(len(self.candidates[i]), dtype=np.int64) for i in index])
         dev = self.device
-        return ImpressionBatch(self.history[torch.as_tensor(index, device=dev)],
-                               torch.as_tensor(cands, device=dev),
-                               torch.as_tensor(labels, device=dev, dtype=torch.float32),
-                               torch.as_tensor(mask, device=dev, dtype=torch.bool))
+        cands = torch.as_tensor(right_pad([self.candidates[i] for i in index], value=PAD), device=dev)
+        labels = right_pad([self.labels[i] for i in index])
+        # real candidates are never the padding index, so the mask is where they are
+        return ImpressionBatch(self.history[torch.as_tensor(index, device=dev)], cands,
+                               torch.as_tensor(labels, device=dev, dtype=torch.float32), cands != PAD)
 
-    @torch.no_grad()
     def evaluate(self, model, amp_dtype=None) -> dict:
-        was_training = model.training
-        model.eval()
         acc = M.MeanAccumulator()
-        with torch.autocast(self.history.device.type, dtype=amp_dtype or torch.bfloat16,
-                            enabled=amp_dtype is not None):
-            vectors = model.item_vectors() if hasattr(model, "item_vectors") else None
+        with scoring(model, self.history.device.type, amp_dtype) as vectors:
             for start in range(0, len(self), self.batch_size):
                 batch = self._batch(self.order[start:start + self.batch_size])
                 if self.as_sequence:
@@ -194,7 +200,6 @@ class ImpressionEvaluator:
                 else:
                     scores = model.score(batch, item_vectors=vectors).float()
                 acc.add(M.impression_metrics(scores, batch.labels, batch.mask))
-        model.train(was_training)
         return acc.result()
 
 

@@ -117,13 +117,15 @@ class TrainingData:
             self.history = torch.as_tensor(history, device=device)
             self.size = len(pos_news)
 
+    def steps_per_epoch(self) -> int:
+        t = self.cfg.train
+        steps = math.ceil(self.size / t.batch_size)
+        return min(steps, t.max_steps_per_epoch) if t.max_steps_per_epoch else steps
+
     def batches(self, rng: np.random.Generator):
         t = self.cfg.train
         order = rng.permutation(self.size)
-        steps = math.ceil(self.size / t.batch_size)
-        if t.max_steps_per_epoch:
-            steps = min(steps, t.max_steps_per_epoch)
-        for s in range(steps):
+        for s in range(self.steps_per_epoch()):
             index = order[s * t.batch_size:(s + 1) * t.batch_size]
             index = index[D.shard(len(index))]  # torchrun: each rank takes its slice of the global batch
             if self.task == "sequence":
@@ -269,20 +271,19 @@ def _train_and_test(cfg, data, model, optimizer, task, impressions_via_sequence,
     for epoch in range(start_epoch, epochs + 1):
         if t.patience and bad_epochs >= t.patience:
             break
-        # ranks agree on the mean so all of them stop at the same epoch under torchrun
-        mean_train_time = float(D.all_reduce_sum(torch.tensor(train_time))) / max(D.world_size(), 1)
-        if t.max_train_minutes and mean_train_time >= 60 * t.max_train_minutes:
-            print(f"recboard: training time budget of {t.max_train_minutes} min reached after epoch {epoch - 1}",
-                  file=sys.stderr)
-            break
+        if t.max_train_minutes:
+            # ranks agree on the mean so all of them stop at the same epoch under torchrun
+            mean_train_time = float(D.all_reduce_sum(torch.tensor(train_time))) / max(D.world_size(), 1)
+            if mean_train_time >= 60 * t.max_train_minutes:
+                print(f"recboard: training time budget of {t.max_train_minutes} min reached after epoch "
+                      f"{epoch - 1}", file=sys.stderr)
+                break
         epoch_start = time.perf_counter()
         model.train()
         total, steps = torch.zeros((), device=device), 0
-        n_steps = math.ceil(train_data.size / t.batch_size)
-        if t.max_steps_per_epoch:
-            n_steps = min(n_steps, t.max_steps_per_epoch)
-        for batch in _progress(train_data.batches(rng), n_steps, f"epoch {epoch}/{epochs}", progress):
-            with torch.autocast(device.type, dtype=amp_dtype or torch.bfloat16, enabled=amp_dtype is not None):
+        for batch in _progress(train_data.batches(rng), train_data.steps_per_epoch(), f"epoch {epoch}/{epochs}",
+                               progress):
+            with E.autocast(device.type, amp_dtype):
                 loss = compute_loss(batch)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -306,11 +307,9 @@ def _train_and_test(cfg, data, model, optimizer, task, impressions_via_sequence,
             best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
         else:
             bad_epochs += 1
-        row = {"epoch": epoch, "loss": mean_loss, "epoch_time_s": time.perf_counter() - epoch_start,
-               **{f"valid/{k}": v for k, v in valid.items()}}
-        history.append(row)
-        tracker.log_metrics({"train/loss": mean_loss, "epoch_time_s": row["epoch_time_s"],
-                             **{f"valid/{k}": v for k, v in valid.items()}}, step=epoch)
+        logged = {"epoch_time_s": time.perf_counter() - epoch_start, **{f"valid/{k}": v for k, v in valid.items()}}
+        history.append({"epoch": epoch, "loss": mean_loss, **logged})
+        tracker.log_metrics({"train/loss": mean_loss, **logged}, step=epoch)
         if progress:
             print(f"epoch {epoch:3d}  loss {mean_loss:.4f}  valid {t.metric} {score:.4f}"
                   f"{'  *' if improved else ''}", file=sys.stderr)

@@ -71,13 +71,15 @@ def _open_storage(url: str):
         with warnings.catch_warnings():  # heartbeats are marked experimental
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             # a heartbeat lets the next worker mark a crashed worker's RUNNING trial as FAIL
-            for attempt in range(5):
-                try:
-                    return optuna.storages.RDBStorage(url, heartbeat_interval=60, grace_period=180)
-                except Exception as err:  # two workers creating the schema of a new database at once
-                    if "already exists" not in str(err) or attempt == 4:
-                        raise
-                    time.sleep(0.5 + attempt)
+            def open_rdb():
+                return optuna.storages.RDBStorage(url, heartbeat_interval=60, grace_period=180)
+            if not url.startswith("sqlite:///"):
+                return open_rdb()
+            # workers starting together on a new sqlite file would race to create its schema
+            from recboard.datasets.cache import file_lock
+            db = Path(url[len("sqlite:///"):])
+            with file_lock(db.with_name(db.name + ".lock"), f"the study database {db}"):
+                return open_rdb()
     return url
 
 

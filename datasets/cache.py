@@ -85,7 +85,8 @@ def atomic_dir(final_path):
 
 
 @contextlib.contextmanager
-def _file_lock(path: Path, what: str):
+def file_lock(path: Path, what: str):
+    """Exclusive fcntl lock on ``path`` (created if needed), saying so when it has to wait."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a+") as handle:
         try:
@@ -288,7 +289,7 @@ def load_or_build(name: str, adapter, data_dir, cache_root, download: bool = Fal
         if data is not None:
             return data
 
-    with _file_lock(cache_root / f".{name}.lock", name):
+    with file_lock(cache_root / f".{name}.lock", name):
         built = None
         if files is None:
             files = _sources_or_none(adapter, name, data_dir, download)   # another process may have fetched them
