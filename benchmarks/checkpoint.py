@@ -1,22 +1,25 @@
 """Per-epoch checkpoints for ``bench run --resume``.
 
-A checkpoint holds everything the next epoch depends on — model and optimizer state, the
-torch / numpy / python RNG states, the epoch, early-stopping bookkeeping, the best weights
-so far and the MLflow run id — so a run killed after epoch k and resumed ends with exactly
-the metrics of an uninterrupted run (on CPU with a fixed seed). Written with temp file +
-rename: a kill mid-write leaves the previous checkpoint intact.
+A checkpoint holds everything the next epoch depends on: the model and optimizer state, the
+MLflow run id and the trainer's whole ``TrainState`` (epoch, early-stopping bookkeeping, best
+weights so far, elapsed training time and every RNG state), so a run killed after epoch k
+and resumed ends with exactly the metrics of an uninterrupted run (on CPU with a fixed
+seed). Written with temp file + rename: a kill mid-write leaves the previous checkpoint.
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import json
-import random
 from pathlib import Path
 
 import torch
 
+from recboard.benchmarks.trainer import TrainState
+
 FILE = "checkpoint.pt"
+FORMAT = 2   # 2: the trainer state as one TrainState record
 
 
 def config_digest(cfg) -> str:
@@ -34,41 +37,36 @@ class Checkpointer:
         self.digest = config_digest(cfg)
         self.run_id = None
 
-    def save(self, model, optimizer, **state) -> None:
-        from recboard.datasets.cache import atomic_write_bytes
+    def save(self, model, optimizer, state: TrainState) -> None:
+        from recboard.datasets.files import atomic_write_bytes
 
         if not self.write:
             return
-        payload = {
-            "config_digest": self.digest, "mlflow_run_id": self.run_id,
-            "model": model.state_dict(),
-            "optimizer": optimizer.state_dict() if optimizer is not None else None,
-            "torch_rng": torch.get_rng_state(),
-            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
-            "python_rng": random.getstate(),
-            **state,
-        }
+        payload = {"format": FORMAT, "config_digest": self.digest, "mlflow_run_id": self.run_id,
+                   "model": model.state_dict(),
+                   "optimizer": optimizer.state_dict() if optimizer is not None else None,
+                   "train_state": dataclasses.asdict(state)}
         buffer = io.BytesIO()
         torch.save(payload, buffer)
         self.directory.mkdir(parents=True, exist_ok=True)
         atomic_write_bytes(self.path, buffer.getvalue())
 
-    def load(self, model, optimizer) -> dict | None:
-        """Restore model/optimizer/RNG from the checkpoint; None when there is none yet."""
+    def load(self, model, optimizer) -> tuple[TrainState, str | None] | None:
+        """Restore model and optimizer from the checkpoint; (trainer state, MLflow run id),
+        or None when there is no checkpoint yet."""
         if not self.path.exists():
             return None
         try:
-            state = torch.load(self.path, map_location="cpu", weights_only=False)
+            payload = torch.load(self.path, map_location="cpu", weights_only=False)
         except Exception as exc:
             raise RuntimeError(f"checkpoint {self.path} is unreadable ({exc}); delete it to start over") from exc
-        if state.get("config_digest") != self.digest:
+        if payload.get("format") != FORMAT:
+            raise RuntimeError(f"checkpoint {self.path} was written by another version of recboard "
+                               f"(format {payload.get('format', 1)}, expected {FORMAT}); delete it to start over")
+        if payload.get("config_digest") != self.digest:
             raise RuntimeError(f"checkpoint {self.path} was written by a run with a different configuration; "
                                "resume with the same --set options or use another --checkpoint-dir")
-        model.load_state_dict(state["model"])
-        if optimizer is not None and state["optimizer"] is not None:
-            optimizer.load_state_dict(state["optimizer"])
-        torch.set_rng_state(state["torch_rng"])
-        if state.get("cuda_rng") is not None and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(state["cuda_rng"])
-        random.setstate(state["python_rng"])
-        return state
+        model.load_state_dict(payload["model"])
+        if optimizer is not None and payload["optimizer"] is not None:
+            optimizer.load_state_dict(payload["optimizer"])
+        return TrainState(**payload["train_state"]), payload["mlflow_run_id"]

@@ -38,6 +38,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_args(p)
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value (repeatable), e.g. --set epochs=50 --set mask_ratio=0.4")
+    p.add_argument("--preset", default="default",
+                   help="a named recipe of the model's on top of its paper presets (bench list shows them), "
+                        "e.g. --preset strong")
     p.add_argument("--json", metavar="PATH", help="also write the result as JSON")
     p.add_argument("--no-track", action="store_true", help="do not record the run in MLflow")
     p.add_argument("--checkpoint-dir", help="write a checkpoint after every epoch here")
@@ -78,10 +81,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def cmd_list(args) -> int:
     from recboard.datasets.registry import DATASETS
-    from recboard.models.registry import MODELS
+    from recboard.models.registry import MODELS, model_presets
     print("models:")
     for name, spec in MODELS.items():
-        print(f"  {name:<16} {spec.description}")
+        named = [p for p in model_presets(name) if p != "default"]
+        extra = f" [presets: {', '.join(named)}]" if named else ""
+        print(f"  {name:<16} [{', '.join(spec.tasks)}] {spec.description}{extra}")
     print("\ndatasets:")
     for name, spec in DATASETS.items():
         print(f"  {name:<16} [{spec.task}] {spec.description}")
@@ -114,10 +119,8 @@ def metrics_table(results: list) -> str:
 
 
 def write_json_atomic(path: str, obj: dict) -> None:
-    from recboard.datasets.cache import atomic_write_bytes
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(target, (json.dumps(obj, indent=2, default=str) + "\n").encode())
+    from recboard.datasets.files import atomic_write_text
+    atomic_write_text(Path(path), json.dumps(obj, indent=2, default=str) + "\n")
 
 
 def cmd_run(args) -> int:
@@ -128,7 +131,7 @@ def cmd_run(args) -> int:
     if args.from_study:
         from recboard.benchmarks.tuning import best_params
         sets = {**best_params(args.from_study, storage=args.storage), **sets}
-    cfg = C.resolve(args.model, args.dataset, sets)
+    cfg = C.resolve(args.model, args.dataset, sets, preset=args.preset)
     if args.resume and not args.checkpoint_dir:
         raise C.ConfigError("--resume needs --checkpoint-dir (where the interrupted run wrote its checkpoints)")
     result = run(cfg, data_dir=args.data_dir, cache_dir=args.cache_dir, tracking=not args.no_track,
@@ -154,12 +157,13 @@ def cmd_tune(args) -> int:
 
 
 def cmd_leaderboard(args) -> int:
+    from recboard.datasets.files import atomic_write_text
     from recboard.leaderboard import render
     fmt = args.format or (render.FORMATS.get(Path(args.out).suffix.lower(), "markdown") if args.out else "markdown")
     text = render.build(fmt=fmt, tracking_uri=args.tracking_uri, references=args.references,
                         datasets=args.dataset)
     if args.out:
-        render.write_text(args.out, text)
+        atomic_write_text(args.out, text)
         print(f"wrote {args.out}")
     else:
         print(text)

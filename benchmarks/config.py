@@ -1,4 +1,4 @@
-"""Run configuration: typed dataclass defaults -> dataset presets -> model presets -> --set.
+"""Run configuration: typed dataclass defaults -> task defaults -> model presets -> --set.
 
 One flat key namespace for the user (``--set lr=3e-4 --set mask_ratio=0.4``) routed to
 either the trainer's ``TrainConfig`` or the model's own config dataclass. Unknown keys and
@@ -38,7 +38,8 @@ class TrainConfig:
     grad_clip: float = 5.0
 
 
-PROTOCOLS = ("full", "sampled-uni100", "sampled-pop100")
+SEQUENCE_PROTOCOLS = ("full", "sampled-uni100", "sampled-pop100")
+PROTOCOLS = SEQUENCE_PROTOCOLS + ("impressions",)   # every result is keyed by one of these
 SEQUENCE_METRICS = ("HR@1", "HR@5", "HR@10", "NDCG@5", "NDCG@10", "MRR")
 IMPRESSION_METRICS = ("AUC", "MRR", "nDCG@5", "nDCG@10")
 
@@ -135,34 +136,38 @@ def parse_sets(pairs: list) -> dict:
     return out
 
 
-def resolve(model_name: str, dataset_name: str, sets: list | dict | None = None) -> RunConfig:
-    """Build the run configuration: defaults -> task preset -> model presets -> ``sets``."""
+def resolve(model_name: str, dataset_name: str, sets: list | dict | None = None,
+            preset: str = "default") -> RunConfig:
+    """Build the run configuration: dataclass defaults -> task preset -> the model's
+    ``PRESETS`` -> the named ``preset`` (``NAMED_PRESETS[preset]``), if any -> ``sets``.
+    Presets are keyed by "*", the dataset's family (e.g. "mind"), then the dataset itself,
+    applied in that order."""
     from recboard.datasets.registry import dataset_spec
-    from recboard.models.registry import model_module, model_spec, model_class
+    from recboard.models.registry import model_class, model_presets, model_spec
 
-    spec = model_spec(model_name)
-    task = dataset_spec(dataset_name).task
-    module = model_module(model_name)
-    cls = model_class(model_name)
-    run = RunConfig(model_name, dataset_name, TrainConfig(), cls.config_class())
-    apply(run, TASK_PRESETS[task], f"{task} defaults")
+    spec, dataset = model_spec(model_name), dataset_spec(dataset_name)
+    run = RunConfig(model_name, dataset_name, TrainConfig(), model_class(model_name).config_class())
+    apply(run, TASK_PRESETS[dataset.task], f"{dataset.task} defaults")
     apply(run, spec.overrides, f"model {model_name}")
-    presets = getattr(module, "PRESETS", {})
-    base = dataset_name.split("_")[0] if dataset_name.startswith("mind") else dataset_name
-    for key in ("*", base, dataset_name):
-        if key in presets:
-            apply(run, presets[key], f"preset {model_name}/{key}")
+    presets = model_presets(model_name)
+    if preset not in presets:
+        raise ConfigError(f"model {model_name!r} has no preset {preset!r}; its presets: {', '.join(presets)}")
+    # a named preset is a recipe on top of the defaults, not a replacement for them
+    for name in dict.fromkeys(("default", preset)):
+        for key in dict.fromkeys(("*", dataset.family, dataset_name)):
+            if key and key in presets[name]:
+                apply(run, presets[name][key], f"preset {model_name}/{key}" + ("" if name == "default" else f" ({name})"))
     updates = parse_sets(sets) if isinstance(sets, (list, tuple)) else dict(sets or {})
     apply(run, updates, "--set")
-    validate(run, task)
+    validate(run, dataset.task)
     return run
 
 
 def validate(run: RunConfig, task: str) -> None:
     t = run.train
     if task == "sequence":
-        if t.protocol not in PROTOCOLS:
-            raise ConfigError(f"protocol must be one of {', '.join(PROTOCOLS)}, got {t.protocol!r}")
+        if t.protocol not in SEQUENCE_PROTOCOLS:
+            raise ConfigError(f"protocol must be one of {', '.join(SEQUENCE_PROTOCOLS)}, got {t.protocol!r}")
         metrics = SEQUENCE_METRICS
     else:
         metrics = IMPRESSION_METRICS

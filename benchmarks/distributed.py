@@ -68,7 +68,9 @@ class LossModule(nn.Module):
 
 
 def wrap(model: nn.Module, device: torch.device):
-    """(callable computing the loss, module whose parameters to clip)."""
+    """A callable ``batch -> loss``: ``model.loss`` itself, or under torchrun the model
+    wrapped in DistributedDataParallel (gradients are clipped on ``model``'s parameters,
+    which DDP shares)."""
     if not active():
         return model.loss
     ids = [device.index] if device.type == "cuda" else None

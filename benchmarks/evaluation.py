@@ -1,13 +1,16 @@
 """Batched evaluation on the model's device: full ranking with seen-item masking, sampled
 protocols with cached negatives, and MIND-style impression metrics.
 
-Every item/news is encoded once per evaluation (``model.item_vectors()`` when the model has
-it) and handed to ``model.score`` for each batch; inputs are padded once per split and kept
-as tensors, so an evaluation pass is a handful of large batched ops.
+Every item/news is encoded once per evaluation (``model.item_vectors()``, None for models
+with nothing to pre-encode) and handed to ``model.score`` for each batch; inputs are padded
+once per split and kept as tensors, so an evaluation pass is a handful of large batched ops.
+Which evaluator a run uses, and with what inputs, is its route's choice
+(``recboard.benchmarks.tasks``).
 """
 from __future__ import annotations
 
 import contextlib
+import io
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +19,7 @@ import torch
 from recboard.benchmarks import distributed as D
 from recboard.benchmarks import metrics as M
 from recboard.datasets.batches import (PAD, ImpressionBatch, Impressions, NewsData, SequenceBatch,
-                                       SequenceData, left_pad, right_pad, to_ragged)
+                                       SequenceData, left_pad, right_pad)
 
 N_SAMPLED_NEGATIVES = 100
 
@@ -75,8 +78,7 @@ def cached_negatives(data: SequenceData, protocol: str, seed: int) -> np.ndarray
             pass  # corrupt file: draw again and overwrite
     negatives = sample_negatives(data, kind, seed)
     if path is not None:
-        from recboard.datasets.cache import atomic_write_bytes
-        import io
+        from recboard.datasets.files import atomic_write_bytes
         buffer = io.BytesIO()
         np.save(buffer, negatives)
         atomic_write_bytes(path, buffer.getvalue())
@@ -96,7 +98,7 @@ def scoring(model, device_type: str, amp_dtype):
     model.eval()
     try:
         with torch.no_grad(), autocast(device_type, amp_dtype):
-            yield model.item_vectors() if hasattr(model, "item_vectors") else None
+            yield model.item_vectors()
     finally:
         model.train(was_training)
 
@@ -156,23 +158,16 @@ def impression_sequence_inputs(data: NewsData, split: str) -> list:
 
 
 class ImpressionEvaluator:
-    """One split of impressions, padded on the device. Models with the ``impression`` task
-    get ``ImpressionBatch``es; ID-based sequence models get the user's click sequence and
-    their full-item scores are gathered at the candidates."""
+    """One split of impressions, padded on the device. ``history`` [N, H] is what the model
+    reads for each impression (its history field, or a click sequence), and
+    ``score_candidates(model, batch, item_vectors) -> [B, C]`` how the route scores it."""
 
-    def __init__(self, data: NewsData, split: str, history_len: int, max_len: int, device,
-                 batch_size: int = 512, as_sequence: bool = False):
-        block: Impressions = data.valid if split == "valid" else data.test
+    def __init__(self, block: Impressions, history: np.ndarray, score_candidates, device, batch_size: int = 512):
         self.batch_size = batch_size
-        self.as_sequence = as_sequence
-        if as_sequence:
-            history = left_pad(impression_sequence_inputs(data, split), max_len)
-        else:
-            history = left_pad([block.history(i) for i in range(len(block))], history_len)
+        self.score_candidates = score_candidates
         self.history = torch.as_tensor(history, device=device)
         # impressions are sorted by candidate count so padded batches stay dense
-        sizes = np.diff(block.cand_offsets)
-        self.order = np.argsort(sizes, kind="stable")
+        self.order = np.argsort(np.diff(block.cand_offsets), kind="stable")
         self.order = self.order[D.shard(len(self.order))]
         self.candidates = [block.candidates(i) for i in range(len(block))]
         self.labels = [block.labels(i) for i in range(len(block))]
@@ -194,53 +189,5 @@ class ImpressionEvaluator:
         with scoring(model, self.history.device.type, amp_dtype) as vectors:
             for start in range(0, len(self), self.batch_size):
                 batch = self._batch(self.order[start:start + self.batch_size])
-                if self.as_sequence:
-                    full = model.score(SequenceBatch(batch.history), item_vectors=vectors)
-                    scores = full.float().gather(1, batch.candidates)
-                else:
-                    scores = model.score(batch, item_vectors=vectors).float()
-                acc.add(M.impression_metrics(scores, batch.labels, batch.mask))
+                acc.add(M.impression_metrics(self.score_candidates(model, batch, vectors), batch.labels, batch.mask))
         return acc.result()
-
-
-def build_evaluator(data, split: str, cfg, device, as_sequence: bool = False):
-    t = cfg.train
-    if isinstance(data, NewsData):
-        return ImpressionEvaluator(data, split, t.history_len, cfg.max_len, device, t.eval_batch_size, as_sequence)
-    return SequenceEvaluator(data, split, cfg.max_len, t.protocol, device, t.eval_batch_size, t.seed)
-
-
-def training_sequences(data) -> list:
-    """What sequence models train on: the leave-one-out training part (SequenceData) or, on
-    MIND, each user's history plus clicks in the train split (valid/test stay unseen)."""
-    if isinstance(data, NewsData):
-        clicks = data.user_clicks([data.train])
-        return [np.asarray(v, dtype=np.int64) for _, v in sorted(clicks.items())]
-    return data.train_sequences()
-
-
-def window_sequences(sequences: list, max_len: int) -> np.ndarray:
-    """Cut each sequence into non-overlapping windows of ``max_len`` from its end, so long
-    histories contribute all their items (not only the last ``max_len``); windows shorter
-    than 2 items are dropped. Returns left-padded int64 [n_windows, max_len]."""
-    windows = []
-    for seq in sequences:
-        end = len(seq)
-        while end >= 2:
-            windows.append(seq[max(0, end - max_len):end])
-            end -= max_len
-    return left_pad(windows, max_len)
-
-
-def impression_training_pairs(block: Impressions) -> tuple:
-    """(impression index, clicked news) for every click, plus each impression's negatives
-    in ragged form, for npratio sampling each epoch."""
-    pos_imp, pos_news, negatives = [], [], []
-    for i in range(len(block)):
-        cands, labels = block.candidates(i), block.labels(i)
-        clicked = cands[labels == 1]
-        pos_imp.extend([i] * len(clicked))
-        pos_news.extend(clicked.tolist())
-        negatives.append(cands[labels == 0])
-    neg_offsets, neg_values = to_ragged(negatives)
-    return np.asarray(pos_imp, np.int64), np.asarray(pos_news, np.int64), neg_offsets, neg_values

@@ -5,11 +5,15 @@ with artifacts beside it; ``MLFLOW_TRACKING_URI`` (a file, sqlite or http tracki
 always wins. Open the UI with ``mlflow ui --backend-store-uri sqlite:///$HOME/recboard/mlflow.db``.
 
 Run schema (read back by ``bench leaderboard`` and ``bench tune``):
-tags ``recboard.{model,dataset,task,protocol,metric,device,git_commit,kind,fingerprint}``;
+tags ``recboard.{model,dataset,task,protocol,metric,device,git_commit,kind,fingerprint}``
+built by ``run_tags`` (tuning adds ``recboard.study`` and, on trials, ``recboard.trial``);
 params = the flat run config; metrics ``train/loss`` and ``valid/<M>`` per epoch (step =
 epoch), ``best_valid/<M>``, ``test/<M>`` (with '@' written '_at_', e.g.
 ``test/NDCG_at_10``: MLflow forbids '@'), ``wall_time_s``, ``train_time_s``, ``n_params``,
 ``best_epoch``; artifact ``config.json``.
+
+Every MLflow call of recboard goes through this module (runs: ``Tracker``; queries:
+``search_runs`` / ``find_run_id``), so the store, experiment and schema live in one place.
 """
 from __future__ import annotations
 
@@ -74,6 +78,53 @@ def git_commit() -> str:
         return "unknown"
 
 
+def run_tags(*, kind: str, model: str, dataset: str, task: str, protocol: str, metric: str,
+             **extra) -> dict[str, str]:
+    """The ``recboard.*`` tags of a run (the schema above): one builder for ``bench run``,
+    tuning parents and trials. ``extra`` adds ``recboard.<key>`` tags (device, fingerprint,
+    study, trial, ...)."""
+    return {"recboard.kind": kind, "recboard.model": model, "recboard.dataset": dataset,
+            "recboard.task": task, "recboard.protocol": protocol, "recboard.metric": metric,
+            "recboard.git_commit": git_commit(), **{f"recboard.{k}": str(v) for k, v in extra.items()}}
+
+
+def tag_filter(tags: dict, status: str | None = None) -> str:
+    """MLflow filter string for runs carrying every tag in ``tags`` (and, if given, that
+    status). MLflow's filter grammar has no escape for quotes, so a key or value holding one
+    is refused with ValueError rather than spliced into the query."""
+    pairs = ([] if status is None else [("status", status)]) + list(tags.items())
+    for key, value in pairs:
+        if any(q in f"{key}{value}" for q in "'\"`"):
+            raise ValueError(f"cannot search MLflow for {key} = {value!r}: it holds a quote")
+    clauses = [] if status is None else [f"attributes.status = '{status}'"]
+    return " and ".join(clauses + [f"tags.`{key}` = '{value}'" for key, value in tags.items()])
+
+
+def search_runs(filter_string: str, tracking_uri: str | None = None, **kwargs):
+    """``mlflow.search_runs`` over every experiment of the store at ``tracking_uri``
+    (default: the current one), leaving MLflow's global tracking URI as it was."""
+    import mlflow
+
+    previous = mlflow.get_tracking_uri()
+    if tracking_uri is not None:
+        mlflow.set_tracking_uri(tracking_uri)
+    try:
+        return mlflow.search_runs(search_all_experiments=True, filter_string=filter_string, **kwargs)
+    finally:
+        mlflow.set_tracking_uri(previous)
+
+
+def find_run_id(tags: dict) -> str | None:
+    """Id of the newest run carrying every tag in ``tags`` (e.g. a trial that ended by an
+    exception, so its id never came back), or None (also when a value cannot be searched)."""
+    try:
+        query = tag_filter(tags)
+    except ValueError:
+        return None
+    runs = search_runs(query, max_results=1, output_format="list", order_by=["attributes.start_time DESC"])
+    return runs[0].info.run_id if runs else None
+
+
 def metric_key(name: str) -> str:
     """MLflow forbids '@' in metric names: ``test/NDCG@10`` is stored as ``test/NDCG_at_10``."""
     return name.replace("@", "_at_")
@@ -87,15 +138,18 @@ def metric_label(key: str) -> str:
 class Tracker:
     """One MLflow run. ``end(status)`` with FINISHED / FAILED / KILLED."""
 
-    def __init__(self, run_name: str, tags: dict, params: dict, nested: bool = False,
+    def __init__(self, run_name: str, tags: dict, params: dict | None = None, nested: bool = False,
                  resume_run_id: str | None = None):
         self.mlflow = setup()
         self.run = self.mlflow.start_run(run_id=resume_run_id, run_name=None if resume_run_id else run_name,
                                          nested=nested, tags=None if resume_run_id else tags)
         self.run_id = self.run.info.run_id
-        if not resume_run_id:
-            # MLflow caps param values at 6000 chars and rejects re-logging a changed value
-            self.mlflow.log_params({k: str(v)[:500] for k, v in params.items()})
+        if params and not resume_run_id:  # MLflow rejects re-logging a param with a changed value
+            self.log_params(params)
+
+    def log_params(self, params: dict, max_chars: int = 500) -> None:
+        """Log ``params`` as strings cut to ``max_chars`` (MLflow caps values at 6000)."""
+        self.mlflow.log_params({k: str(v)[:max_chars] for k, v in params.items()})
 
     def log_metrics(self, values: dict, step: int | None = None) -> None:
         self.mlflow.log_metrics({metric_key(k): float(v) for k, v in values.items()}, step=step)
@@ -109,20 +163,30 @@ class Tracker:
     def log_artifact(self, path) -> None:
         self.mlflow.log_artifact(str(path))
 
+    def active(self) -> bool:
+        """Whether this run is MLflow's active run, so the logging calls above reach it (not
+        a nested run left open, nor nothing after ``end``)."""
+        run = self.mlflow.active_run()
+        return run is not None and run.info.run_id == self.run_id
+
     def end(self, status: str = "FINISHED") -> None:
         self.mlflow.end_run(status=status)
 
 
 class NullTracker:
+    """A Tracker that records nothing (``tracking=False``)."""
     run_id = None
 
     def __init__(self, *args, **kwargs):
         pass
 
-    def log_metrics(self, values, step=None):
+    def log_metrics(self, *args, **kwargs):
         pass
 
-    set_tags = log_dict = log_artifact = log_metrics
+    log_params = set_tags = log_dict = log_artifact = log_metrics
+
+    def active(self) -> bool:
+        return False
 
     def end(self, status="FINISHED"):
         pass

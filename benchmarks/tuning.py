@@ -21,9 +21,7 @@ import sys
 import time
 from pathlib import Path
 
-# re-exported: the search-space API is also importable from here (``tuning.parse_space``)
-from recboard.benchmarks.search_space import (KINDS, TuningError, check_space, config_key_types,  # noqa: F401
-                                              default_space, parse_space, resolve_search, suggest)  # noqa: F401
+from recboard.benchmarks.search_space import TuningError, resolve_search, suggest
 
 MAX_FAILURES_IN_ROW = 5
 TRIALS_TABLE = "trials.md"
@@ -76,7 +74,7 @@ def _open_storage(url: str):
             if not url.startswith("sqlite:///"):
                 return open_rdb()
             # workers starting together on a new sqlite file would race to create its schema
-            from recboard.datasets.cache import file_lock
+            from recboard.datasets.files import file_lock
             db = Path(url[len("sqlite:///"):])
             with file_lock(db.with_name(db.name + ".lock"), f"the study database {db}"):
                 return open_rdb()
@@ -123,8 +121,9 @@ def tune(model: str, dataset: str, trials: int, timeout=None, storage: str | Non
 
     from recboard.benchmarks import config as C
     from recboard.benchmarks import runner
+    from recboard.benchmarks.trainer import NonFiniteLossError
     from recboard.benchmarks.plots import plot_study
-    from recboard.benchmarks.tracking import git_commit, setup
+    from recboard.benchmarks.tracking import NullTracker, Tracker, find_run_id, run_tags
 
     if trials < 1:
         raise TuningError(f"--trials must be >= 1, got {trials}")
@@ -166,12 +165,13 @@ def tune(model: str, dataset: str, trials: int, timeout=None, storage: str | Non
                                 run_name=f"{study_name} trial {trial.number}",
                                 extra_tags={"recboard.kind": "trial", "recboard.study": study_name,
                                             "recboard.trial": str(trial.number)})
-        except (ValueError, runner.NonFiniteLossError) as err:
+        except (ValueError, NonFiniteLossError) as err:
             trial.set_user_attr("error", f"{type(err).__name__}: {err}"[:1000])
             raise
         except optuna.TrialPruned:
-            if tracking:
-                trial.set_user_attr("mlflow_run_id", _trial_run_id(study_name, trial.number))
+            if tracking:  # the runner raised before returning the run id: look it up by its tags
+                trial.set_user_attr("mlflow_run_id", find_run_id(
+                    {"recboard.study": study_name, "recboard.trial": str(trial.number)}))
             raise
         trial.set_user_attr("mlflow_run_id", result.mlflow_run_id)
         trial.set_user_attr("best_epoch", result.best_epoch)
@@ -179,19 +179,16 @@ def tune(model: str, dataset: str, trials: int, timeout=None, storage: str | Non
         trial.set_user_attr("test", {k: float(v) for k, v in result.test_metrics.items()})
         return float(result.valid_metrics[metric])
 
-    mlflow = setup() if tracking else None
-    parent = None
-    if mlflow is not None:
-        parent = mlflow.start_run(run_name=f"tune {study_name}", tags={
-            "recboard.kind": "tune", "recboard.study": study_name, "recboard.model": model,
-            "recboard.dataset": dataset, "recboard.task": _task(dataset), "recboard.protocol": base_cfg.train.protocol,
-            "recboard.metric": metric, "recboard.git_commit": git_commit()})
+    parent = NullTracker()
+    if tracking:
+        parent = Tracker(f"tune {study_name}", run_tags(
+            kind="tune", model=model, dataset=dataset, task=_task(dataset), protocol=base_cfg.train.protocol,
+            metric=metric, study=study_name))
     status = "FAILED"
     try:
-        if parent is not None:
-            mlflow.log_params({"study": study_name, "storage": _redact(url)[:500], "trials": trials, "seed": seed,
-                               "timeout_s": timeout_s, "space": json.dumps(search)[:5000],
-                               "fixed": json.dumps(fixed, default=str)[:5000]})
+        parent.log_params({"study": study_name, "storage": _redact(url)[:500], "trials": trials, "seed": seed,
+                           "timeout_s": timeout_s, "space": json.dumps(search),
+                           "fixed": json.dumps(fixed, default=str)}, max_chars=5000)
         _optimize(study_obj, objective, trials, timeout_s)
         status = "FINISHED"
     except KeyboardInterrupt:
@@ -199,29 +196,15 @@ def tune(model: str, dataset: str, trials: int, timeout=None, storage: str | Non
         raise
     finally:
         try:  # the table and plots of what ran, also after an interrupt
-            _report(study_obj, search, metric, model, dataset, out_dir, plot_study, mlflow)
+            _report(study_obj, search, metric, model, dataset, out_dir, plot_study, parent)
         except Exception as err:
             if status == "FINISHED":
                 status = "FAILED"
                 raise
             print(f"recboard: could not write the trials report: {err}", file=sys.stderr)
         finally:
-            if parent is not None:
-                mlflow.end_run(status=status)
+            parent.end(status=status)
     return study_obj
-
-
-def _trial_run_id(study_name: str, number: int) -> str | None:
-    """MLflow run of a trial that ended by exception (pruned), found by its tags."""
-    import mlflow
-
-    if "'" in study_name:
-        return None
-    runs = mlflow.search_runs(search_all_experiments=True, max_results=1, output_format="list",
-                              order_by=["attributes.start_time DESC"],
-                              filter_string=f"tags.`recboard.study` = '{study_name}' and "
-                                            f"tags.`recboard.trial` = '{number}'")
-    return runs[0].info.run_id if runs else None
 
 
 def _task(dataset: str) -> str:
@@ -310,12 +293,11 @@ def trials_frame(study):
     return pd.DataFrame(rows)
 
 
-def _report(study, search: dict, metric: str, model: str, dataset: str, out_dir: Path, plot_study, mlflow) -> None:
-    """Trials table (stdout + files) and plots, also logged to the parent MLflow run."""
+def _report(study, search: dict, metric: str, model: str, dataset: str, out_dir: Path, plot_study,
+            parent) -> None:
+    """Trials table (stdout + files) and plots, also logged to the ``parent`` tracker's run."""
     import optuna
     from tabulate import tabulate
-
-    from recboard.benchmarks.tracking import metric_key
 
     frame = trials_frame(study)
     if frame.empty:
@@ -333,10 +315,10 @@ def _report(study, search: dict, metric: str, model: str, dataset: str, out_dir:
     frame.to_csv(out_dir / "trials.csv", index=False)
     files = [out_dir / TRIALS_TABLE, out_dir / "trials.csv"]
     files += plot_study(study, list(search), metric, out_dir, title=f"{model} on {dataset}")
-    if mlflow is not None and mlflow.active_run() is not None:
+    if parent.active():
         if complete:
-            mlflow.log_metrics({f"best_valid/{metric_key(metric)}": study.best_value,
+            parent.log_metrics({f"best_valid/{metric}": study.best_value,
                                 "n_complete": counts.get("COMPLETE", 0), "n_pruned": counts.get("PRUNED", 0),
                                 "n_failed": counts.get("FAIL", 0)})
         for path in files:
-            mlflow.log_artifact(str(path))
+            parent.log_artifact(path)

@@ -7,8 +7,11 @@ the shared "unknown news" slot (ids missing from news.tsv); real news start at 2
   Leave-one-out by time: the last item is the test target, the second last the validation
   target, everything before is training data.
 * ``NewsData``: MIND-style impressions (history of clicked news + candidates with 0/1
-  labels) and the news table (titles). ``click_sequences()`` turns it into
-  ``SequenceData`` so ID-based sequential models can train on MIND.
+  labels) and the news table (titles). ``user_clicks()`` gives each user's click sequence,
+  what ID-based sequential models train on when they are scored on MIND impressions.
+* ``ItemCatalog``: what a model is built from -- the items it ranks, their text, and how
+  often each occurs in the examples the model trains on. The benchmark route that serves
+  the model (``recboard.benchmarks.tasks``) decides what is counted.
 
 These hold numpy arrays only, so training needs neither polars nor the raw files.
 """
@@ -86,11 +89,11 @@ class SequenceData:
 
     def train_item_counts(self) -> np.ndarray:
         """Interaction counts per item over the training part only ([n_items + 1])."""
-        counts = np.zeros(self.n_items + 1, dtype=np.int64)
-        for seq in self.train_sequences():
-            np.add.at(counts, seq, 1)
-        counts[PAD] = 0
-        return counts
+        return item_counts(self.train_sequences(), self.n_items)
+
+    def catalog(self) -> "ItemCatalog":
+        """The items, their text and their counts in the training part."""
+        return ItemCatalog(self.name, self.n_items, self.train_item_counts(), self.item_text)
 
 
 @dataclass
@@ -116,13 +119,6 @@ class Impressions:
 
     def labels(self, i: int) -> np.ndarray:
         return ragged(self.cand_offsets, self.label, i)
-
-    def subset(self, index: np.ndarray) -> "Impressions":
-        index = np.asarray(index, dtype=np.int64)
-        h_off, h = to_ragged([self.history(i) for i in index])
-        c_off, c = to_ragged([self.candidates(i) for i in index])
-        _, lab = to_ragged([self.labels(i) for i in index])
-        return Impressions(self.user[index], self.time[index], h_off, h, c_off, c, lab.astype(np.int8))
 
 
 @dataclass
@@ -166,6 +162,12 @@ class NewsData:
                 per_user[u].extend(int(x) for x in block.candidates(i)[block.labels(i) == 1])
         return per_user
 
+    def train_click_sequences(self) -> list:
+        """Each user's history plus clicks in the train split (valid/test stay unseen), users
+        in index order: what an ID-based sequence model trains on for MIND."""
+        clicks = self.user_clicks([self.train])
+        return [np.asarray(v, dtype=np.int64) for _, v in sorted(clicks.items())]
+
     def click_sequences(self) -> SequenceData:
         """``user_clicks()`` as ``SequenceData`` (users in index order)."""
         per_user = self.user_clicks()
@@ -177,11 +179,39 @@ class NewsData:
 
     def train_item_counts(self) -> np.ndarray:
         """Click counts per news over the training impressions (popularity baseline)."""
-        counts = np.zeros(self.n_items + 1, dtype=np.int64)
-        clicked = self.train.cand[self.train.label == 1]
-        np.add.at(counts, clicked, 1)
-        counts[PAD] = 0
-        return counts
+        return item_counts([self.train.cand[self.train.label == 1]], self.n_items)
+
+    def catalog(self) -> "ItemCatalog":
+        """The news, their titles and their click counts in the training impressions."""
+        return ItemCatalog(self.name, self.n_items, self.train_item_counts(), self.titles)
+
+
+def item_counts(sequences: list, n_items: int) -> np.ndarray:
+    """Occurrences of every item in ``sequences`` ([n_items + 1], padding counted as 0)."""
+    counts = np.zeros(n_items + 1, dtype=np.int64)
+    for seq in sequences:
+        np.add.at(counts, np.asarray(seq, dtype=np.int64), 1)
+    counts[PAD] = 0
+    return counts
+
+
+@dataclass(frozen=True, eq=False)
+class ItemCatalog:
+    """What a model is built from: ``Model(config, catalog)``.
+
+    ``train_counts`` [n_items + 1]: how often each item occurs in the examples this model
+    trains on (0 = never seen in training; popularity ranks by it, ID models give unseen
+    items a shared embedding). ``item_text``: titles by index (``[0] == ""``), or None when
+    the dataset has no text.
+    """
+
+    name: str
+    n_items: int
+    train_counts: np.ndarray
+    item_text: Optional[list] = None
+
+    def describe(self) -> str:
+        return f"{self.name} ({self.n_items:,} items, text: {'yes' if self.item_text is not None else 'no'})"
 
 
 # --------------------------------------------------------------------------- batches
@@ -195,10 +225,6 @@ class SequenceBatch:
     seq: "torch.Tensor"
     target: Optional["torch.Tensor"] = None
 
-    def to(self, device) -> "SequenceBatch":
-        return SequenceBatch(self.seq.to(device, non_blocking=True),
-                             None if self.target is None else self.target.to(device, non_blocking=True))
-
 
 @dataclass
 class ImpressionBatch:
@@ -210,10 +236,6 @@ class ImpressionBatch:
     candidates: "torch.Tensor"
     labels: "torch.Tensor"
     mask: "torch.Tensor"
-
-    def to(self, device) -> "ImpressionBatch":
-        return ImpressionBatch(*(t.to(device, non_blocking=True)
-                                 for t in (self.history, self.candidates, self.labels, self.mask)))
 
 
 def left_pad(rows: list, length: int) -> np.ndarray:

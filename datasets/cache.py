@@ -10,30 +10,27 @@ The fingerprint is a sha256 over the dataset name, the adapter's ``PREPROCESS_VE
 the name, size and content hash of every source file, so editing a raw file or bumping the
 preprocessing version gives a new directory and old runs keep pointing at what they used.
 
-Safety rules: the build runs under an ``fcntl`` lock (two processes on a cold cache build
-once, both succeed); the result is written into a temp directory and published with one
-``os.rename``; a truncated or edited cache fails its size/checksum check and is rebuilt; a
-build that raises (or is interrupted) leaves nothing behind. Loading needs only numpy.
+Safety rules: the build runs under a ``files.file_lock`` (two processes on a cold cache
+build once, both succeed); the result is written into a temp directory and published with
+one ``os.rename`` (``files.atomic_dir``); a truncated or edited cache fails its
+size/checksum check and is rebuilt; a build that raises (or is interrupted) leaves nothing
+behind. Loading needs only numpy.
 """
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import json
-import os
 import shutil
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from recboard.datasets.batches import Impressions, NewsData, SequenceData
+from recboard.datasets.files import atomic_dir, file_digest, file_lock, sha256_file, stale_temp_patterns
 
 CACHE_FORMAT = 1                 # layout of arrays.npz / meta.json (not the preprocessing)
-FULL_HASH_LIMIT = 256 << 20      # files at least this big are hashed by size + head + tail
-PARTIAL_HASH_CHUNK = 8 << 20
 _SPLITS = ("train", "valid", "test")
 _IMPRESSION_FIELDS = ("user", "time", "hist_offsets", "hist", "cand_offsets", "cand", "label")
 
@@ -42,82 +39,7 @@ class DataFormatError(ValueError):
     """A source file does not look like the format it should be in (message names file + line)."""
 
 
-# --------------------------------------------------------------------------- atomic helpers
-
-def atomic_write_bytes(path, data: bytes) -> Path:
-    """Write ``data`` to ``path`` so readers see the old file or the whole new one, never half."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    return path
-
-
-@contextlib.contextmanager
-def atomic_dir(final_path):
-    """Yield a fresh temp directory next to ``final_path``; on success it is renamed into place
-    (replacing an existing directory), on any exception (KeyboardInterrupt too) it is deleted."""
-    final_path = Path(final_path)
-    final_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=final_path.parent, prefix=f".{final_path.name}.tmp-"))
-    try:
-        yield tmp
-        if final_path.exists():
-            # rename() cannot replace a non-empty directory: move the old one aside first.
-            trash = Path(tempfile.mkdtemp(dir=final_path.parent, prefix=f".{final_path.name}.old-"))
-            os.rename(final_path, trash / "old")
-            os.rename(tmp, final_path)
-            shutil.rmtree(trash, ignore_errors=True)
-        else:
-            os.rename(tmp, final_path)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-
-
-@contextlib.contextmanager
-def file_lock(path: Path, what: str):
-    """Exclusive fcntl lock on ``path`` (created if needed), saying so when it has to wait."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            print(f"[recboard] waiting for another process preparing {what} (lock {path})",
-                  file=sys.stderr, flush=True)
-            fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
 # --------------------------------------------------------------------------- fingerprint
-
-def file_digest(path: Path) -> str:
-    """sha256 of the whole file, or of size + first/last 8 MB for files >= 256 MB."""
-    size = path.stat().st_size
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        if size < FULL_HASH_LIMIT:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                h.update(chunk)
-        else:
-            h.update(f"partial:{size}".encode())
-            h.update(f.read(PARTIAL_HASH_CHUNK))
-            f.seek(size - PARTIAL_HASH_CHUNK)
-            h.update(f.read(PARTIAL_HASH_CHUNK))
-    return h.hexdigest()
-
 
 def fingerprint(name: str, preprocess_version: int, files) -> str:
     h = hashlib.sha256()
@@ -167,14 +89,6 @@ def _json_default(value):
     raise TypeError(f"cannot store {type(value).__name__} in meta.json")
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(8 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def save(directory: Path, data, fp: str, preprocess_version: int) -> Path:
     """Publish ``data`` at ``directory`` atomically."""
     arrays, meta = _to_parts(data)
@@ -183,7 +97,7 @@ def save(directory: Path, data, fp: str, preprocess_version: int) -> Path:
         np.savez(npz, **arrays)
         meta.update(cache_format=CACHE_FORMAT, fingerprint=fp, preprocess_version=preprocess_version,
                     arrays={k: {"shape": list(v.shape), "dtype": str(v.dtype)} for k, v in arrays.items()},
-                    npz_size=npz.stat().st_size, npz_sha256=_sha256(npz))
+                    npz_size=npz.stat().st_size, npz_sha256=sha256_file(npz))
         (tmp / "meta.json").write_text(json.dumps(meta, default=_json_default))
     return directory
 
@@ -202,7 +116,7 @@ def load(directory: Path):
             raise CorruptCacheError(f"cache format {meta.get('cache_format')} != {CACHE_FORMAT}")
         if npz.stat().st_size != meta["npz_size"]:
             raise CorruptCacheError(f"{npz} has {npz.stat().st_size} bytes, meta.json says {meta['npz_size']}")
-        if _sha256(npz) != meta["npz_sha256"]:
+        if sha256_file(npz) != meta["npz_sha256"]:
             raise CorruptCacheError(f"{npz} checksum does not match meta.json")
         with np.load(npz, allow_pickle=False) as f:
             arrays = {k: f[k] for k in f.files}
@@ -257,7 +171,7 @@ def _latest_prepared(name: str, cache_root: Path, version: int):
 
 def _remove_stale_temps(cache_root: Path, name: str):
     """Temp dirs left by a build that was SIGKILLed (we hold the lock, so none is in use)."""
-    for pattern in (f".{name}-*.tmp-*", f".{name}-*.old-*"):
+    for pattern in stale_temp_patterns(f"{name}-"):
         for tmp in cache_root.glob(pattern):
             shutil.rmtree(tmp, ignore_errors=True)
 

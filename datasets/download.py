@@ -11,14 +11,13 @@ import hashlib
 import os
 import shutil
 import socket
-import tempfile
 import urllib.error
 import urllib.request
 import zipfile
 import zlib
 from pathlib import Path, PurePosixPath
 
-from recboard.datasets.cache import atomic_dir
+from recboard.datasets.files import atomic_dir, atomic_file, file_digest
 
 CHUNK = 1 << 20
 USER_AGENT = "recboard-dataset-downloader"
@@ -30,7 +29,7 @@ class DownloadError(RuntimeError):
 
 def raw_dir(name: str) -> Path:
     """Where ``--download`` puts the official files of dataset ``name``."""
-    from recboard.datasets.registry import default_cache_dir
+    from recboard.datasets.files import default_cache_dir
     return default_cache_dir() / "raw" / name
 
 
@@ -77,13 +76,12 @@ def fetch(url: str, dest, *, md5: str | None = None, size: int | None = None,
     dest = Path(dest)
     if dest.exists():
         return dest
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
     digest = hashlib.md5()
     received = 0
     try:
         request = urllib.request.Request(url, headers={"User-Agent": USER_AGENT})
-        with urllib.request.urlopen(request, timeout=timeout) as response, os.fdopen(fd, "wb") as out:
+        # a failed check below raises inside atomic_file, which then drops the partial file
+        with atomic_file(dest, suffix=".part") as out, urllib.request.urlopen(request, timeout=timeout) as response:
             total = response.headers.get("Content-Length")
             from tqdm.auto import tqdm
             with tqdm(total=int(total) if total else size, unit="B", unit_scale=True,
@@ -93,13 +91,12 @@ def fetch(url: str, dest, *, md5: str | None = None, size: int | None = None,
                     digest.update(chunk)
                     received += len(chunk)
                     bar.update(len(chunk))
-        if size is not None and received != size:
-            raise DownloadError(f"{url}: received {received:,} bytes, expected {size:,} "
-                                f"(truncated or changed upstream). {_manual(url, manual_hint)}")
-        if md5 is not None and digest.hexdigest() != md5.lower():
-            raise DownloadError(f"{url}: md5 {digest.hexdigest()} does not match the expected {md5}; "
-                                f"the file is corrupt or was changed upstream. {_manual(url, manual_hint)}")
-        os.replace(tmp, dest)
+            if size is not None and received != size:
+                raise DownloadError(f"{url}: received {received:,} bytes, expected {size:,} "
+                                    f"(truncated or changed upstream). {_manual(url, manual_hint)}")
+            if md5 is not None and digest.hexdigest() != md5.lower():
+                raise DownloadError(f"{url}: md5 {digest.hexdigest()} does not match the expected {md5}; "
+                                    f"the file is corrupt or was changed upstream. {_manual(url, manual_hint)}")
     except urllib.error.HTTPError as e:        # reachable, but the file is not served (moved, 404, 409)
         raise DownloadError(f"could not download {url}: the server answered HTTP {e.code} {e.reason}. "
                             f"{_manual(url, manual_hint)}") from e
@@ -107,9 +104,6 @@ def fetch(url: str, dest, *, md5: str | None = None, size: int | None = None,
         reason = getattr(e, "reason", None) or e
         raise DownloadError(f"could not download {url} ({reason}); this machine may be offline. "
                             f"{_manual(url, manual_hint)}") from e
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return dest
 
 
@@ -213,7 +207,7 @@ def unpack_local_zip(name: str, archive, wanted: tuple, official: str) -> Path:
     The zip is checked first (``check_local_zip``), so a truncated or wrong zip leaves no
     trace; a member failing its CRC check is found while unpacking, which is atomic.
     ``official`` names the file it should be, for the error messages."""
-    from recboard.datasets.cache import DataFormatError, file_digest
+    from recboard.datasets.cache import DataFormatError
     archive = Path(archive)
     check_local_zip(archive, wanted, official)
     target = raw_dir(name) / f"{archive.stem}-{file_digest(archive)[:12]}"

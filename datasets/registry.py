@@ -4,16 +4,18 @@ Each adapter module ``recboard.datasets.<file>`` exposes
 ``build(name, data_dir, download) -> SequenceData | NewsData`` (parsing the official files
 with polars) and ``source_files(name, data_dir) -> list[Path]`` (what the cache
 fingerprint covers). ``load_dataset`` goes through ``recboard.datasets.cache`` so
-training only ever reads the prepared numpy cache. Nothing here imports polars or torch.
+training only ever reads the prepared numpy cache, and prints the dataset's notices (e.g.
+MIND news ids missing from news.tsv). Nothing here imports polars or torch, nor any module
+of recboard outside ``recboard.datasets``.
 """
 from __future__ import annotations
 
+import difflib
 import importlib
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
-
-from recboard.models.registry import unknown_name_error
 
 
 @dataclass(frozen=True)
@@ -22,6 +24,7 @@ class DatasetSpec:
     task: str          # "sequence" or "impression"
     description: str
     env_var: str = ""  # where to look for files already on disk
+    family: str = ""   # datasets sharing model presets (the MIND sizes): PRESETS keys
 
 
 DATASETS: dict[str, DatasetSpec] = {
@@ -33,11 +36,11 @@ DATASETS: dict[str, DatasetSpec] = {
                           "RECBOARD_BEAUTY_DIR"),
     "mind_small": DatasetSpec("recboard.datasets.mind", "impression",
                               "MIND-small news impressions (50k users); train = train, test = dev",
-                              "RECBOARD_MIND_DIR"),
+                              "RECBOARD_MIND_DIR", "mind"),
     "mind_large": DatasetSpec("recboard.datasets.mind", "impression",
-                              "MIND-large news impressions (1M users); test = dev", "RECBOARD_MIND_DIR"),
+                              "MIND-large news impressions (1M users); test = dev", "RECBOARD_MIND_DIR", "mind"),
     "mind_demo": DatasetSpec("recboard.datasets.mind", "impression",
-                             "MIND-demo (5k users), for quick end-to-end checks", "RECBOARD_MIND_DIR"),
+                             "MIND-demo (5k users), for quick end-to-end checks", "RECBOARD_MIND_DIR", "mind"),
     "synthetic_seq": DatasetSpec("recboard.datasets.synthetic", "sequence",
                                  "generated sequences with planted item transitions and user tastes (seeded)"),
     "synthetic_mind": DatasetSpec("recboard.datasets.synthetic", "impression",
@@ -47,12 +50,10 @@ DATASETS: dict[str, DatasetSpec] = {
 
 def dataset_spec(name: str) -> DatasetSpec:
     if name not in DATASETS:
-        raise unknown_name_error("dataset", name, DATASETS)
+        hint = difflib.get_close_matches(name, DATASETS, n=1)
+        raise ValueError(f"unknown dataset {name!r}" + (f" (did you mean {hint[0]!r}?)" if hint else "")
+                         + f"; valid datasets: {', '.join(sorted(DATASETS))}")
     return DATASETS[name]
-
-
-def default_cache_dir() -> Path:
-    return Path(os.environ.get("RECBOARD_CACHE", Path.home() / ".cache" / "recboard"))
 
 
 def load_dataset(name: str, data_dir=None, cache_dir=None, download: bool = False):
@@ -61,6 +62,19 @@ def load_dataset(name: str, data_dir=None, cache_dir=None, download: bool = Fals
     if data_dir is None and spec.env_var and os.environ.get(spec.env_var):
         data_dir = os.environ[spec.env_var]
     from recboard.datasets import cache
+    from recboard.datasets.files import default_cache_dir
     adapter = importlib.import_module(spec.module)
-    return cache.load_or_build(name, adapter, None if data_dir is None else Path(data_dir),
+    data = cache.load_or_build(name, adapter, None if data_dir is None else Path(data_dir),
                                Path(cache_dir) if cache_dir else default_cache_dir(), download)
+    for notice in notices(name, data.stats):
+        print(f"recboard: {notice}", file=sys.stderr)
+    return data
+
+
+def notices(name: str, stats: dict) -> list:
+    """What a user should know about the prepared data before trusting results on it."""
+    out = []
+    if stats.get("missing_news_ids"):
+        out.append(f"{name}: {stats['missing_news_ids']:,} news ids ({stats.get('missing_news_refs', 0):,} "
+                   "references) are not in news.tsv; they share the unknown-news slot (empty title)")
+    return out

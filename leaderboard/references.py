@@ -7,10 +7,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from recboard.benchmarks.config import IMPRESSION_METRICS, SEQUENCE_METRICS
+from recboard.benchmarks.config import IMPRESSION_METRICS, PROTOCOLS, SEQUENCE_METRICS
 
 REFERENCES_PATH = Path(__file__).with_name("references.toml")
-PROTOCOLS = ("full", "sampled-uni100", "sampled-pop100", "impressions")
 
 
 def table_metrics(protocol: str) -> tuple:
@@ -38,7 +37,10 @@ class References:
 
 def load_references(path=None) -> References:
     """Parse and check ``references.toml``; errors name the file, line and what was expected."""
-    import tomllib
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10: the same parser, packaged as tomli
+        import tomli as tomllib
 
     path = Path(path) if path else REFERENCES_PATH
     text = path.read_text(encoding="utf-8")

@@ -5,10 +5,11 @@ the best run per (dataset, protocol, model), chosen by the *validation* metric t
 early-stopped on (``best_valid/<recboard.metric>``), never by test. ``render()`` turns that
 into one table per (dataset, protocol) -- protocols are never mixed in one table, because
 sampled and full-ranking numbers are not comparable -- with published numbers from
-``references.toml`` (read by ``recboard.leaderboard.references``) beside ours. ``write()``
-does both and replaces the output atomically.
+``references.toml`` (read by ``recboard.leaderboard.references``) beside ours. ``build()``
+does both; ``bench leaderboard`` writes the text with ``recboard.datasets.files.atomic_write_text``.
 
-Heavy imports (mlflow, pandas, tabulate) happen inside the functions: the CLI imports this
+MLflow is read through ``recboard.benchmarks.tracking``. Heavy imports (mlflow, pandas,
+tabulate) happen inside the functions: the CLI imports this
 module for ``bench --help``.
 """
 from __future__ import annotations
@@ -16,15 +17,11 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from datetime import datetime, timezone
-from pathlib import Path
 
-from recboard.benchmarks.config import IMPRESSION_METRICS, SEQUENCE_METRICS
-from recboard.benchmarks.tracking import metric_label
-# re-exported, so ``render.load_references`` and friends keep working
-from recboard.leaderboard.references import (PROTOCOLS, REFERENCES_PATH, Reference, References,  # noqa: F401
-                                             load_references, table_metrics)
+from recboard.benchmarks.config import IMPRESSION_METRICS, PROTOCOLS, SEQUENCE_METRICS
+from recboard.benchmarks import tracking
+from recboard.leaderboard.references import References, load_references, table_metrics
 
 PROTOCOL_TITLES = {
     "full": "full ranking (all items, seen items masked)",
@@ -51,24 +48,14 @@ def collect(tracking_uri=None, best_only: bool = True):
     """Finished runs with test metrics -> one row per run (``best_only``: per dataset,
     protocol and model, the run with the best validation score). ``tracking_uri`` may be a
     list: stores brought back from several machines are read as one."""
-    import mlflow
     import pandas as pd
 
     if tracking_uri is None:
-        from recboard.benchmarks.tracking import tracking_uri as default_uri
-        tracking_uri = default_uri()
+        tracking_uri = tracking.tracking_uri()
     uris = [tracking_uri] if isinstance(tracking_uri, str) else list(tracking_uri)
-    previous = mlflow.get_tracking_uri()
-    frames = []
-    try:
-        for uri in uris:
-            mlflow.set_tracking_uri(uri)
-            frames += [mlflow.search_runs(search_all_experiments=True, output_format="pandas",
-                                          filter_string=f"attributes.status = 'FINISHED' and "
-                                                        f"tags.`recboard.kind` = '{kind}'")
-                       for kind in ("run", "trial")]
-    finally:
-        mlflow.set_tracking_uri(previous)
+    frames = [tracking.search_runs(tracking.tag_filter({"recboard.kind": kind}, status="FINISHED"), uri,
+                                   output_format="pandas")
+              for uri in uris for kind in ("run", "trial")]
     raw = pd.concat([f for f in frames if len(f)], ignore_index=True) if any(len(f) for f in frames) else None
     runs = _tidy(raw)
     return select_best(runs) if best_only else runs
@@ -97,7 +84,8 @@ def _tidy(raw):
     for column in raw.columns:
         for prefix in ("metrics.test/", "metrics.best_valid/"):
             if column.startswith(prefix):
-                name = ("" if prefix.endswith("test/") else "best_valid/") + metric_label(column[len(prefix):])
+                label = tracking.metric_label(column[len(prefix):])
+                name = label if prefix.endswith("test/") else f"best_valid/{label}"
                 out[name] = pd.to_numeric(raw[column])
     tests = [m for m in ALL_METRICS if m in out.columns]
     out = out[out[tests].notna().any(axis=1)] if tests else out.iloc[0:0]
@@ -246,7 +234,7 @@ def render(df, references=None, fmt: str = "markdown", commit: str | None = None
         references = load_references(references)
     elif references is False:
         references = References()
-    commit = commit or _git_commit()
+    commit = commit or tracking.git_commit()
     date = date or datetime.now(timezone.utc).date().isoformat()
     tables = _tables(df, references, models)
     if fmt == "markdown":
@@ -320,15 +308,7 @@ def _render_markdown(tables, references: References, commit: str, date: str) -> 
     return "\n".join(lines)
 
 
-def _git_commit() -> str:
-    try:
-        from recboard.benchmarks.tracking import git_commit
-        return git_commit()
-    except ImportError:
-        return "unknown"
-
-
-# --------------------------------------------------------------------------- write
+# --------------------------------------------------------------------------- build
 
 FORMATS = {".md": "markdown", ".markdown": "markdown", ".csv": "csv", ".json": "json"}
 
@@ -338,32 +318,3 @@ def build(fmt: str = "markdown", tracking_uri: str | None = None, references=Non
     """``collect()`` + ``render()``: the leaderboard text from the MLflow store."""
     return render(collect(tracking_uri), references, fmt=fmt, commit=commit, date=date, models=models,
                   datasets=datasets)
-
-
-def write_text(out_path, text: str) -> Path:
-    """Replace ``out_path`` atomically (temp file in the same folder + rename), so a reader
-    never sees half a leaderboard."""
-    out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    mode = out_path.stat().st_mode & 0o777 if out_path.exists() else 0o644
-    fd, tmp = tempfile.mkstemp(prefix=f".{out_path.name}.", suffix=".tmp", dir=out_path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
-            f.write(text)
-        os.chmod(tmp, mode)  # mkstemp makes 0600 files; keep the leaderboard readable
-        os.replace(tmp, out_path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return out_path
-
-
-def write(out_path, fmt: str | None = None, tracking_uri: str | None = None, references=None,
-          commit: str | None = None, date: str | None = None, models=None, datasets=None) -> Path:
-    """Collect, render and atomically replace ``out_path``; ``fmt`` defaults to its suffix."""
-    out_path = Path(out_path)
-    fmt = fmt or FORMATS.get(out_path.suffix.lower())
-    if fmt is None:
-        raise ValueError(f"cannot tell the format of {out_path} from its suffix; pass fmt="
-                         f"markdown, csv or json (or use one of {', '.join(FORMATS)})")
-    return write_text(out_path, build(fmt, tracking_uri, references, commit, date, models, datasets))

@@ -18,12 +18,13 @@ import hashlib
 import io
 import os
 import re
-import tempfile
 import zipfile
 from collections import Counter
 from pathlib import Path
 
 import numpy as np
+
+from recboard.datasets.files import atomic_file
 
 GLOVE_840B_URL = "https://nlp.stanford.edu/data/glove.840B.300d.zip"
 GLOVE_840B_FILE = "glove.840B.300d.zip"
@@ -150,15 +151,9 @@ def download(url: str, dest: Path) -> Path:
 # ------------------------------------------------------------------ matrix
 
 def atomic_save_npy(path: Path, array: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            np.save(handle, array)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """``np.save`` that readers never see half done (see ``recboard.datasets.files``)."""
+    with atomic_file(path) as handle:
+        np.save(handle, array)
 
 
 def choose_source(glove_path: str | None, cache_dir: Path) -> tuple[str, object]:
@@ -180,7 +175,7 @@ def glove_matrix(vocab: list, glove_path: str | None = None, cache_dir=None) -> 
     """float32 [len(vocab), dim] embedding matrix for ``vocab`` and a small info dict
     (source, dim, coverage). Row 0 (padding) is zero."""
     if cache_dir is None:
-        from recboard.datasets.registry import default_cache_dir
+        from recboard.datasets.files import default_cache_dir
         cache_dir = default_cache_dir()
     glove_dir = Path(cache_dir) / "glove"
     tag, source = choose_source(glove_path, glove_dir)

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from recboard.datasets.batches import ImpressionBatch, SequenceBatch
+from recboard.datasets.batches import ImpressionBatch, ItemCatalog, SequenceBatch
 from recboard.models.encoders import (AdditiveAttention, MultiHeadSelfAttention, build_news_encoder,
                                       length_sorted_chunks)
 
@@ -67,21 +67,20 @@ SEARCH_SPACE = {
 
 class NRMS(nn.Module):
     config_class = NRMSConfig
-    tasks = {"impression", "sequence"}
 
-    def __init__(self, config: NRMSConfig, data):
+    def __init__(self, config: NRMSConfig, catalog: ItemCatalog):
         super().__init__()
-        texts = getattr(data, "item_text", None)
+        texts = catalog.item_text
         if texts is None:
-            raise ValueError(f"NRMS encodes item text, and dataset {data.name!r} has none "
+            raise ValueError(f"NRMS encodes item text, and dataset {catalog.name!r} has none "
                              "(item_text is None); use a dataset with titles (MIND, ML-1m)")
-        if len(texts) != data.n_items + 1:
-            raise ValueError(f"dataset {data.name!r}: item_text has {len(texts)} entries, "
-                             f"expected n_items + 1 = {data.n_items + 1} (index 0 = padding)")
+        if len(texts) != catalog.n_items + 1:
+            raise ValueError(f"dataset {catalog.name!r}: item_text has {len(texts)} entries, "
+                             f"expected n_items + 1 = {catalog.n_items + 1} (index 0 = padding)")
         if config.sequence_negatives < 1:
             raise ValueError(f"config key 'sequence_negatives' must be >= 1, got {config.sequence_negatives}")
         self.config = config
-        self.n_items = data.n_items
+        self.n_items = catalog.n_items
         dim = config.heads * config.head_dim
         self.news_encoder = build_news_encoder(config, texts)
         self.user_attention = MultiHeadSelfAttention(dim, config.heads, config.head_dim)

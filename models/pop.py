@@ -1,5 +1,6 @@
-"""Popularity: every user gets items ranked by how often they occur in the training part
-(leave-one-out training sequences, or clicks in MIND's training impressions)."""
+"""Popularity: every user gets items ranked by how often they occur in what the model is
+trained on (``catalog.train_counts``: leave-one-out training sequences, or clicks in MIND's
+training impressions; the benchmark route decides)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -7,7 +8,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from recboard.datasets.batches import ImpressionBatch
+from recboard.datasets.batches import ImpressionBatch, ItemCatalog
 
 
 @dataclass
@@ -17,15 +18,20 @@ class PopularityConfig:
 
 class PopularityModel(nn.Module):
     config_class = PopularityConfig
-    tasks = {"sequence", "impression"}
 
-    def __init__(self, config: PopularityConfig, data):
+    def __init__(self, config: PopularityConfig, catalog: ItemCatalog):
         super().__init__()
-        counts = torch.as_tensor(data.train_item_counts(), dtype=torch.float32)
+        counts = torch.as_tensor(catalog.train_counts, dtype=torch.float32)
         self.register_buffer("counts", counts)
 
     def loss(self, batch):
         raise RuntimeError("the popularity model is counted, not trained")
+
+    def item_vectors(self) -> None:
+        return None
+
+    def describe(self) -> dict:
+        return {}
 
     def score(self, batch, item_vectors=None) -> torch.Tensor:
         if isinstance(batch, ImpressionBatch):

@@ -6,26 +6,33 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from recboard.datasets.batches import ImpressionBatch
+from recboard.datasets.batches import ImpressionBatch, ItemCatalog
 
 
 @dataclass
 class RandomConfig:
-    seed: int = 0
+    pass   # no seed of its own: a ``seed`` key here would shadow the run's ``--set seed=N``
 
 
 class RandomModel(nn.Module):
     config_class = RandomConfig
-    tasks = {"sequence", "impression"}
 
-    def __init__(self, config: RandomConfig, data):
+    def __init__(self, config: RandomConfig, catalog: ItemCatalog):
         super().__init__()
-        self.n_items = data.n_items
-        self.generator = torch.Generator().manual_seed(config.seed)
+        self.n_items = catalog.n_items
+        # The run's seed: the runner calls torch.manual_seed(seed) before building the model,
+        # so `--set seed=7` reseeds these scores too, and equal seeds give equal scores.
+        self.generator = torch.Generator().manual_seed(torch.initial_seed())
         self.register_buffer("device_probe", torch.zeros(()), persistent=False)
 
     def loss(self, batch):
         raise RuntimeError("the random model has nothing to train")
+
+    def item_vectors(self) -> None:
+        return None
+
+    def describe(self) -> dict:
+        return {}
 
     def score(self, batch, item_vectors=None) -> torch.Tensor:
         if isinstance(batch, ImpressionBatch):

@@ -8,7 +8,8 @@ NDCG@10 .1821 with hidden 64, 2 blocks, max_len 200.
 Architecture as in the original: item embeddings scaled by sqrt(hidden) plus learned
 positions, pre-LayerNorm blocks with a point-wise feed-forward of the same width, a final
 LayerNorm, and the item embedding matrix (tied) as the output layer. Items never seen in
-training share one "unknown" embedding row (see ``recboard.models.bert4rec``).
+training (``catalog.train_counts == 0``) share one "unknown" embedding row; that map, the
+attention and the blocks are ``recboard.models.layers``, shared with BERT4Rec.
 """
 from __future__ import annotations
 
@@ -19,9 +20,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from recboard.datasets.batches import PAD, SequenceBatch
-from recboard.models.bert4rec import (TransformerBlock, check_config, float32_logits, init_weights,
-                                      item_coverage, item_rows, rows_to_items, training_item_counts)
+from recboard.datasets.batches import PAD, ItemCatalog, SequenceBatch
+from recboard.models.layers import (TransformerBlock, check_config, float32_logits, init_weights, item_coverage,
+                                    item_rows, rows_to_items)
 
 
 @dataclass
@@ -61,14 +62,13 @@ SEARCH_SPACE = {
 
 class SASRec(nn.Module):
     config_class = SASRecConfig
-    tasks = {"sequence"}
 
-    def __init__(self, config: SASRecConfig, data):
+    def __init__(self, config: SASRecConfig, catalog: ItemCatalog):
         super().__init__()
         check_config(config, "sasrec")
         self.config = config
-        self.n_items = int(data.n_items)
-        item_to_row, self.n_known = item_rows(training_item_counts(data))
+        self.n_items = int(catalog.n_items)
+        item_to_row, self.n_known = item_rows(catalog.train_counts)
         self.register_buffer("item_to_row", item_to_row)
         self.unknown_row = self.n_known + 1
         # the runner's training windows are max_len long: max_len - 1 inputs and their next
@@ -87,6 +87,9 @@ class SASRec(nn.Module):
 
     def describe(self) -> dict:
         return item_coverage(self.n_known, self.n_items)
+
+    def item_vectors(self) -> None:
+        return None  # nothing to pre-encode: scoring reads the output layer directly
 
     def encode(self, rows: torch.Tensor) -> torch.Tensor:
         """[B, L] embedding rows, left-padded, L <= max_len - 1 -> [B, L, H]; position t

@@ -22,7 +22,7 @@ def small_config(**kw) -> BERT4RecConfig:
 
 def test_masking_takes_requested_fraction_and_never_padding():
     torch.manual_seed(0)
-    model = BERT4Rec(small_config(max_len=50, mask_ratio=0.4), planted_data(n_users=20))
+    model = BERT4Rec(small_config(max_len=50, mask_ratio=0.4), planted_data(n_users=20).catalog())
     lengths = torch.randint(1, 51, (300,))
     seq = torch.zeros(300, 50, dtype=torch.long)
     for r, n in enumerate(lengths.tolist()):
@@ -41,7 +41,7 @@ def test_masking_takes_requested_fraction_and_never_padding():
 
 def test_score_appends_mask_to_last_max_len_minus_one_items():
     data = planted_data(n_users=30)
-    model = BERT4Rec(small_config(max_len=6), data).eval()
+    model = BERT4Rec(small_config(max_len=6), data.catalog()).eval()
     seen = []
     model.encode = (lambda original: lambda rows: seen.append(rows) or original(rows))(model.encode)
     seq = torch.tensor([[3, 4, 5, 6, 7, 8, 9, 10],      # longer than max_len
@@ -67,7 +67,7 @@ def test_score_appends_mask_to_last_max_len_minus_one_items():
 def test_loss_falls_on_planted_data():
     torch.manual_seed(0)
     data = planted_data()
-    model = BERT4Rec(small_config(), data)
+    model = BERT4Rec(small_config(), data.catalog())
     losses = train(model, data, steps=80, lr=1e-2, batch_size=32)
     # starts at chance over the n_known items + the unknown row; popularity alone cannot
     # go below ~ln(40) on this data, so falling 15% means transitions are being learned
@@ -77,11 +77,11 @@ def test_loss_falls_on_planted_data():
 
 def test_state_dict_reload_gives_identical_scores():
     data = planted_data(n_users=50)
-    assert_reload_gives_identical_scores(lambda: BERT4Rec(small_config(), data), data, batch_size=64)
+    assert_reload_gives_identical_scores(lambda: BERT4Rec(small_config(), data.catalog()), data, batch_size=64)
 
 
 def test_items_unseen_in_training_share_one_embedding():
-    model = BERT4Rec(small_config(), unseen_item_data()).eval()
+    model = BERT4Rec(small_config(), unseen_item_data().catalog()).eval()
     assert (model.item_to_row[UNSEEN_ITEMS] == model.unknown_row).all()
     known_rows = model.item_to_row[1:11]
     assert len(set(known_rows.tolist())) == 10 and model.unknown_row not in known_rows.tolist()
@@ -92,18 +92,19 @@ def test_items_unseen_in_training_share_one_embedding():
 
 def test_sdpa_and_eager_attention_agree():
     data = planted_data(n_users=40)
-    assert_sdpa_matches_eager(lambda attention: BERT4Rec(small_config(num_layers=2, attention=attention), data),
+    catalog = data.catalog()
+    assert_sdpa_matches_eager(lambda attention: BERT4Rec(small_config(num_layers=2, attention=attention), catalog),
                               data, batch_size=64)
 
 
 def test_bad_config_names_the_key():
     data = planted_data(n_users=5)
     with pytest.raises(ValueError, match="num_heads"):
-        BERT4Rec(small_config(hidden_size=30, num_heads=4), data)
+        BERT4Rec(small_config(hidden_size=30, num_heads=4), data.catalog())
     with pytest.raises(ValueError, match="mask_ratio"):
-        BERT4Rec(small_config(mask_ratio=1.0), data)
+        BERT4Rec(small_config(mask_ratio=1.0), data.catalog())
     with pytest.raises(ValueError, match="attention"):
-        BERT4Rec(small_config(attention="flash"), data)
+        BERT4Rec(small_config(attention="flash"), data.catalog())
 
 
 @pytest.mark.slow

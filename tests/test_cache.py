@@ -1,5 +1,6 @@
 """The prepared-data cache: fingerprints, round trips, corruption, failed builds, two
-processes on a cold cache, atomic helpers, and loading without polars."""
+processes on a cold cache, leftovers of a killed build, and loading without polars (the
+atomic helpers themselves: test_files.py)."""
 from __future__ import annotations
 
 import json
@@ -13,8 +14,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from recboard.datasets import cache, synthetic
-from recboard.datasets.cache import atomic_dir, atomic_write_bytes, load_or_build
+from recboard.datasets import cache, files, synthetic
+from recboard.datasets.cache import load_or_build
+from recboard.datasets.files import atomic_dir
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -193,8 +195,8 @@ def test_loading_from_cache_does_not_need_polars_or_raw_files(tmp_path, monkeypa
 
 
 def test_fingerprint_hashes_big_files_by_size_head_and_tail(tmp_path, monkeypatch):
-    monkeypatch.setattr(cache, "FULL_HASH_LIMIT", 1000)
-    monkeypatch.setattr(cache, "PARTIAL_HASH_CHUNK", 100)
+    monkeypatch.setattr(files, "FULL_HASH_LIMIT", 1000)
+    monkeypatch.setattr(files, "PARTIAL_HASH_CHUNK", 100)
     big = tmp_path / "big.bin"
     raw = bytearray(os.urandom(5000))
     big.write_bytes(bytes(raw))
@@ -213,30 +215,11 @@ def test_fingerprint_hashes_big_files_by_size_head_and_tail(tmp_path, monkeypatc
     assert cache.fingerprint("y", 1, [small]) != cache.fingerprint("x", 1, [small])
 
 
-def test_atomic_write_bytes_and_atomic_dir(tmp_path, monkeypatch):
-    target = tmp_path / "out" / "file.bin"
-    atomic_write_bytes(target, b"first")
-    atomic_write_bytes(target, b"second")
-    assert target.read_bytes() == b"second" and os.listdir(target.parent) == ["file.bin"]
-
-    def broken_replace(src, dst):
-        raise OSError("disk full")
-
-    monkeypatch.setattr(cache.os, "replace", broken_replace)
-    with pytest.raises(OSError, match="disk full"):
-        atomic_write_bytes(target, b"third")
-    monkeypatch.undo()
-    assert target.read_bytes() == b"second" and os.listdir(target.parent) == ["file.bin"]
-
-    final = tmp_path / "d" / "final"
-    with atomic_dir(final) as tmp:
-        (tmp / "a.txt").write_text("one")
-        assert not final.exists()
-    with atomic_dir(final) as tmp:                            # replaces an existing directory
-        (tmp / "b.txt").write_text("two")
-    assert os.listdir(final) == ["b.txt"]
-    with pytest.raises(KeyboardInterrupt):
-        with atomic_dir(tmp_path / "d" / "never") as tmp:
-            (tmp / "c.txt").write_text("partial")
-            raise KeyboardInterrupt
-    assert sorted(os.listdir(tmp_path / "d")) == ["final"]
+def test_temp_dirs_of_a_killed_build_are_swept(tmp_path, source):
+    root = tmp_path / "cache"
+    # entered, never exited (kept referenced: closing the generator would clean up): as if SIGKILLed
+    builds = [atomic_dir(root / "toy-0123456789ab"), atomic_dir(root / "toyota-0123456789ab")]
+    left, other = (build.__enter__() for build in builds)
+    assert left.is_dir() and left.name.startswith(".toy-")
+    load_or_build("toy", CountingAdapter(source), source.parent, root, False)
+    assert not left.exists() and other.exists()               # only this dataset's leftovers

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -12,7 +13,9 @@ import pytest
 pytest.importorskip("mlflow")
 pd = pytest.importorskip("pandas")
 
+from recboard.datasets.files import atomic_write_text  # noqa: E402
 from recboard.leaderboard import render as lb  # noqa: E402
+from recboard.leaderboard.references import load_references  # noqa: E402
 
 GOLDEN = Path(__file__).parent / "golden" / "leaderboard.md"
 COMMIT, DATE = "0123abc", "2026-01-02"
@@ -109,7 +112,7 @@ def store(tmp_path_factory, fresh_store):
 def references(tmp_path_factory):
     path = tmp_path_factory.mktemp("refs") / "references.toml"
     path.write_text(REFERENCES)
-    return lb.load_references(path)
+    return load_references(path)
 
 
 def _stable(df, ids):
@@ -198,18 +201,18 @@ def test_csv_and_json(store, references):
         lb.render(df, references, fmt="html")
 
 
-def test_write_is_atomic_and_infers_format(store, references, tmp_path):
+def test_build_written_atomically_in_the_suffix_format(store, references, tmp_path):
     uri, _ = store
     out = tmp_path / "board" / "LEADERBOARD.md"
     out.parent.mkdir()
     out.write_text("old")
-    lb.write(out, tracking_uri=uri, references=references, commit=COMMIT, date=DATE)
+    os.chmod(out, 0o644)
+    atomic_write_text(out, lb.build(lb.FORMATS[out.suffix], tracking_uri=uri, references=references,
+                                    commit=COMMIT, date=DATE))
     assert out.read_text().startswith("# recboard leaderboard") and oct(out.stat().st_mode & 0o777) == "0o644"
     assert [p.name for p in out.parent.iterdir()] == ["LEADERBOARD.md"]  # no temp file left
-    data = json.loads(lb.write(tmp_path / "b.json", tracking_uri=uri, references=references).read_text())
+    data = json.loads(lb.build(lb.FORMATS[".json"], tracking_uri=uri, references=references))
     assert len(data["tables"]) == 3
-    with pytest.raises(ValueError, match="cannot tell the format"):
-        lb.write(tmp_path / "board.txt", tracking_uri=uri, references=references)
 
 
 def test_empty_store(tmp_path, fresh_store):
@@ -218,7 +221,18 @@ def test_empty_store(tmp_path, fresh_store):
 
 
 def test_packaged_references_are_valid():
-    refs = lb.load_references()
+    refs = load_references()
+    _check_packaged(refs)
+
+
+def test_references_parse_without_tomllib(monkeypatch):
+    """Python 3.10 has no tomllib; the tomli backport parses the same file."""
+    pytest.importorskip("tomli")
+    monkeypatch.setitem(sys.modules, "tomllib", None)      # any `import tomllib` now fails
+    _check_packaged(load_references())
+
+
+def _check_packaged(refs):
     by_key = {(r.dataset, r.protocol, r.model, r.citation): r for r in refs.results}
     assert by_key[("ml-1m", "sampled-pop100", "BERT4Rec", "sun2019bert4rec")].metrics["NDCG@10"] == 0.4818
     assert by_key[("beauty", "sampled-pop100", "SASRec", "sun2019bert4rec")].metrics["HR@10"] == 0.2653
@@ -245,5 +259,5 @@ def test_bad_references_name_file_and_line(tmp_path, entry, message):
     path = tmp_path / "refs.toml"
     path.write_text(f'[citations.c]\ntext = "C."\n\n[[results]]\n{entry}\n')
     with pytest.raises(ValueError, match=message) as err:
-        lb.load_references(path)
+        load_references(path)
     assert str(path) in str(err.value)

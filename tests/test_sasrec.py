@@ -23,7 +23,7 @@ def small_config(**kw) -> SASRecConfig:
 
 def test_attention_is_causal_and_score_reads_the_last_max_len_minus_one_items():
     data = planted_data(n_users=30)
-    model = SASRec(small_config(max_len=6, num_layers=2), data).eval()
+    model = SASRec(small_config(max_len=6, num_layers=2), data.catalog()).eval()
     rows = model.item_to_row[torch.tensor([[0, 3, 4, 5, 6]])]
     changed = rows.clone()
     changed[0, 3] = model.item_to_row[20]
@@ -44,7 +44,7 @@ def test_attention_is_causal_and_score_reads_the_last_max_len_minus_one_items():
 
 def test_loss_is_cross_entropy_of_every_next_item():
     data = planted_data(n_users=30)
-    model = SASRec(small_config(max_len=6), data).eval()      # eval: no dropout, deterministic
+    model = SASRec(small_config(max_len=6), data.catalog()).eval()    # eval: no dropout, deterministic
     seq = torch.tensor([[0, 0, 0, 3, 4, 5, 6],                 # max_len + 1 wide: cropped to max_len
                         [0, 0, 0, 0, 0, 11, 12]])
     hidden = model.encode(model.item_to_row[seq[:, -6:-1]])    # max_len - 1 inputs
@@ -58,7 +58,7 @@ def test_loss_is_cross_entropy_of_every_next_item():
 def test_loss_falls_on_planted_data():
     torch.manual_seed(0)
     data = planted_data()
-    model = SASRec(small_config(), data)
+    model = SASRec(small_config(), data.catalog())
     losses = train(model, data, steps=40, lr=1e-2)
     assert losses[0] == pytest.approx(np.log(model.n_known + 1), abs=0.3)
     assert np.mean(losses[-5:]) < 0.7 * np.mean(losses[:3])
@@ -66,11 +66,11 @@ def test_loss_falls_on_planted_data():
 
 def test_state_dict_reload_gives_identical_scores():
     data = planted_data(n_users=50)
-    assert_reload_gives_identical_scores(lambda: SASRec(small_config(), data), data)
+    assert_reload_gives_identical_scores(lambda: SASRec(small_config(), data.catalog()), data)
 
 
 def test_items_unseen_in_training_share_one_embedding():
-    model = SASRec(small_config(), unseen_item_data()).eval()
+    model = SASRec(small_config(), unseen_item_data().catalog()).eval()
     assert (model.item_to_row[UNSEEN_ITEMS] == model.unknown_row).all()
     assert model.item_embedding.num_embeddings == 10 + 2       # pad, 10 known, unknown
     assert model.describe() == {"coverage": pytest.approx(10 / 46), "known_items": 10, "unknown_items": 36}
@@ -79,16 +79,17 @@ def test_items_unseen_in_training_share_one_embedding():
 
 def test_sdpa_and_eager_attention_agree():
     data = planted_data(n_users=40)
+    catalog = data.catalog()
     assert_sdpa_matches_eager(
-        lambda attention: SASRec(small_config(num_layers=2, num_heads=2, attention=attention), data), data)
+        lambda attention: SASRec(small_config(num_layers=2, num_heads=2, attention=attention), catalog), data)
 
 
 def test_bad_config_names_the_key():
     data = planted_data(n_users=5)
     with pytest.raises(ValueError, match="num_heads"):
-        SASRec(small_config(hidden_size=30, num_heads=4), data)
+        SASRec(small_config(hidden_size=30, num_heads=4), data.catalog())
     with pytest.raises(ValueError, match="max_len"):
-        SASRec(small_config(max_len=1), data)
+        SASRec(small_config(max_len=1), data.catalog())
 
 
 @pytest.mark.slow

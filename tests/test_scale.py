@@ -52,14 +52,14 @@ def test_killed_run_resumes_to_the_same_metrics(tmp_path):
     while time.time() < deadline:
         if (ckpt / "checkpoint.pt").exists():
             state = torch.load(ckpt / "checkpoint.pt", weights_only=False)
-            if state["epoch"] >= 2:
+            if state["train_state"]["epoch"] >= 2:
                 break
         time.sleep(0.2)
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode != 0, "the run finished before it could be interrupted"
     killed_at = torch.load(ckpt / "checkpoint.pt", weights_only=False)
-    assert 2 <= killed_at["epoch"] < 4
+    assert 2 <= killed_at["train_state"]["epoch"] < 4
 
     import mlflow
     mlflow.set_tracking_uri(env["MLFLOW_TRACKING_URI"])

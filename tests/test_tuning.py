@@ -12,6 +12,8 @@ mlflow = pytest.importorskip("mlflow")
 pytest.importorskip("torch")
 
 from recboard.benchmarks import tuning  # noqa: E402
+from recboard.benchmarks.search_space import (TuningError, config_key_types, default_space,  # noqa: E402
+                                              parse_space)
 
 PNG = b"\x89PNG\r\n\x1a\n"
 # tiny and fast; the search is over lr (one choice that cannot learn in two epochs) and dropout
@@ -73,7 +75,7 @@ def test_resumes_to_the_requested_total_and_prunes(study):
     assert tuning.best_params("sasrec-synthetic_seq",
                               storage=f"sqlite:///{root / 'out' / 'sasrec-synthetic_seq.db'}") == best.params
     # a study name stays bound to its model: resuming it with another one is refused
-    with pytest.raises(tuning.TuningError, match="tunes model 'sasrec', not 'bert4rec'"):
+    with pytest.raises(TuningError, match="tunes model 'sasrec', not 'bert4rec'"):
         tuning.tune("bert4rec", "synthetic_seq", trials=6, study="sasrec-synthetic_seq", sets=SETS,
                     out_dir=root / "out", tracking=False)
 
@@ -148,17 +150,17 @@ def test_bad_arguments_are_clear_errors(env, kwargs, message):
     root, data = env
     args = dict(model="sasrec", dataset="synthetic_seq", trials=1, data=data, out_dir=root / "never", tracking=False)
     args.update(kwargs)
-    with pytest.raises(tuning.TuningError, match=message):
+    with pytest.raises(TuningError, match=message):
         tuning.tune(**args)
 
 
 def test_space_parsing_follows_config_types():
     from recboard.benchmarks import config as C
 
-    types = tuning.config_key_types(C.resolve("sasrec", "synthetic_seq"))
-    base = tuning.default_space("sasrec")
-    space = tuning.parse_space(["lr=1e-4:1e-2", "dropout=0:0.5", "num_layers=1:3", "hidden_size=32,64",
-                                "weight_decay=1e-6:1e-2:log", "attention=sdpa,eager"], types, base)
+    types = config_key_types(C.resolve("sasrec", "synthetic_seq"))
+    base = default_space("sasrec")
+    space = parse_space(["lr=1e-4:1e-2", "dropout=0:0.5", "num_layers=1:3", "hidden_size=32,64",
+                         "weight_decay=1e-6:1e-2:log", "attention=sdpa,eager"], types, base)
     assert space == {"lr": ("logfloat", 1e-4, 1e-2), "dropout": ("float", 0.0, 0.5), "num_layers": ("int", 1, 3),
                      "hidden_size": ("categorical", [32, 64]), "weight_decay": ("logfloat", 1e-6, 1e-2),
                      "attention": ("categorical", ["sdpa", "eager"])}
@@ -167,11 +169,31 @@ def test_space_parsing_follows_config_types():
 
 def test_best_params_errors(env):
     root, _ = env
-    with pytest.raises(tuning.TuningError, match="no study 'missing'"):
+    with pytest.raises(TuningError, match="no study 'missing'"):
         tuning.best_params("missing")
     storage = f"sqlite:///{root / 'empty.db'}"
     optuna.create_study(study_name="empty", storage=storage)
-    with pytest.raises(tuning.TuningError, match="studies there: empty"):
+    with pytest.raises(TuningError, match="studies there: empty"):
         tuning.best_params("other", storage=storage)
-    with pytest.raises(tuning.TuningError, match="no complete trial"):
+    with pytest.raises(TuningError, match="no complete trial"):
         tuning.best_params("empty", storage=storage)
+
+
+def test_tags_and_run_lookup_go_through_tracking(monkeypatch):
+    import inspect
+    import re
+
+    from recboard.benchmarks import tracking
+
+    monkeypatch.setenv("RECBOARD_GIT_COMMIT", "abc1234")
+    assert tracking.run_tags(kind="trial", model="sasrec", dataset="ml-1m", task="sequence", protocol="full",
+                             metric="NDCG@10", study="s", trial=3) == {
+        "recboard.kind": "trial", "recboard.model": "sasrec", "recboard.dataset": "ml-1m",
+        "recboard.task": "sequence", "recboard.protocol": "full", "recboard.metric": "NDCG@10",
+        "recboard.git_commit": "abc1234", "recboard.study": "s", "recboard.trial": "3"}
+    assert tracking.tag_filter({"recboard.study": "s", "recboard.trial": 3}, status="FINISHED") == (
+        "attributes.status = 'FINISHED' and tags.`recboard.study` = 's' and tags.`recboard.trial` = '3'")
+    with pytest.raises(ValueError, match="quote"):               # never spliced into the query
+        tracking.tag_filter({"recboard.study": "it's"})
+    assert tracking.find_run_id({"recboard.study": "it's"}) is None
+    assert not re.search(r"^\s*(import|from)\s+mlflow\b", inspect.getsource(tuning), re.MULTILINE)

@@ -172,8 +172,9 @@ def path_config(name: str, args, encoder_dir: Path):
     return resolve("nrms_bert", "mind_small", sets)
 
 
-def run_path(name: str, args, data, encoder_dir: Path, device, train_data, evaluator) -> dict:
-    """Time one path; ``train_data`` / ``evaluator`` are the runner's, built once for both paths."""
+def run_path(name: str, args, route, encoder_dir: Path, device, train_data, evaluator) -> dict:
+    """Time one path; ``train_data`` / ``evaluator`` are the impression route's (what ``bench run``
+    uses), built once for both paths."""
     import torch
     from recboard.models.nrms import NRMS
 
@@ -182,7 +183,7 @@ def run_path(name: str, args, data, encoder_dir: Path, device, train_data, evalu
     torch.manual_seed(0)
     reset_peak(device)
     start = time.perf_counter()
-    model = NRMS(cfg.model, data).to(device)
+    model = NRMS(cfg.model, route.catalog()).to(device)
     out = {"path": name, "build_s": time.perf_counter() - start, **model.describe()}
     amp = fast and device.type == "cuda"
     if fast and model.news_encoder.cache_frozen:
@@ -193,12 +194,12 @@ def run_path(name: str, args, data, encoder_dir: Path, device, train_data, evalu
         sync(device)
         out["frozen_cache_s"] = time.perf_counter() - start
 
-    steps_per_epoch = math.ceil(train_data.size / args.batch_size)
+    steps_per_epoch = train_data.steps_per_epoch()
     rng = np.random.default_rng(0)
 
     def endless():
         while True:
-            yield from train_data.batches(rng)
+            yield from train_data.epoch(rng)
 
     timing = time_training(model, endless(), args.steps, args.warmup, amp, device.type == "cuda", device)
     out.update(timing)
@@ -206,7 +207,7 @@ def run_path(name: str, args, data, encoder_dir: Path, device, train_data, evalu
     if fast and args.full_epoch:
         sync(device)
         start = time.perf_counter()
-        timing = time_training(model, train_data.batches(rng), steps_per_epoch - args.warmup, args.warmup, amp,
+        timing = time_training(model, train_data.epoch(rng), steps_per_epoch - args.warmup, args.warmup, amp,
                                device.type == "cuda", device)
         out["epoch_s"] = time.perf_counter() - start
         out["epoch_s_how"] = "measured (full epoch)"
@@ -216,6 +217,7 @@ def run_path(name: str, args, data, encoder_dir: Path, device, train_data, evalu
     out["train_peak_gib"] = peak_gib(device)
 
     reset_peak(device)
+    data = route.data
     n_dev = len(data.test)
     if fast:
         sync(device)
@@ -307,15 +309,15 @@ def main(argv=None) -> dict:
                 "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
                 "clicks": int(data.train.label.sum()), "title_tokens": float(np.mean([len(t) for t in tokens])),
                 "data_s": time.perf_counter() - start}
-        from recboard.benchmarks.evaluation import build_evaluator
-        from recboard.benchmarks.runner import TrainingData
+        from recboard.benchmarks.tasks import route_for
         cfg = path_config("fast", args, encoder_dir)
-        train_data = TrainingData(data, "impression", cfg, device)
-        evaluator = build_evaluator(data, "test", cfg, device)
+        route = route_for("nrms_bert", data)
+        train_data = route.training_batches(cfg, device)
+        evaluator = route.evaluator("test", cfg, device)
         meta["data_s"] = time.perf_counter() - start
         results = {}
         for name in ("fast",) if args.skip_naive else ("fast", "naive"):
-            results[name] = run_path(name, args, data, encoder_dir, device, train_data, evaluator)
+            results[name] = run_path(name, args, route, encoder_dir, device, train_data, evaluator)
             print(f"[{name}] " + json.dumps({k: round(v, 4) if isinstance(v, float) else v
                                              for k, v in results[name].items()}), file=sys.stderr, flush=True)
     print(report(args, meta, results))

@@ -40,10 +40,10 @@ def synthetic_ml1m(n_users: int, n_items: int, seed: int = 0):
 
 def model_config(name: str, max_len: int, hidden_size: int | None):
     """The model's ML-1m preset (model keys only) with ``max_len`` / ``hidden_size`` overridden."""
-    from recboard.models.registry import model_class, model_module
+    from recboard.models.registry import model_class, model_presets
 
     cls = model_class(name)
-    presets = getattr(model_module(name), "PRESETS", {})
+    presets = model_presets(name)["default"]
     config = cls.config_class()
     keys = {f.name for f in dataclasses.fields(config)}
     for preset in (presets.get("*", {}), presets.get("ml-1m", {})):
@@ -122,7 +122,7 @@ def run_path(name: str, data, windows, eval_tensors, args, device, fast: bool) -
     torch.backends.cuda.matmul.allow_tf32 = fast
     torch.backends.cudnn.allow_tf32 = fast
     torch.manual_seed(args.seed)
-    model = cls(config, data).to(device)
+    model = cls(config, data.catalog()).to(device)
     optimizer = (torch.optim.AdamW(model.parameters(), lr=1e-3, fused=True) if fast
                  else torch.optim.AdamW(model.parameters(), lr=1e-3, foreach=False))
     result = time_training(model, optimizer, windows, args.batch_size, args.steps, args.warmup, amp, device)
@@ -159,7 +159,7 @@ def main(argv=None) -> list:
     import numpy as np
     import torch
     from tabulate import tabulate
-    from recboard.benchmarks.evaluation import window_sequences
+    from recboard.benchmarks.tasks import window_sequences
     from recboard.datasets.batches import left_pad, right_pad
 
     device = torch.device(args.device)

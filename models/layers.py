@@ -1,0 +1,140 @@
+"""Transformer pieces shared by the ID-based sequence models (``bert4rec.py``, ``sasrec.py``).
+
+* ``SelfAttention`` / ``TransformerBlock``: multi-head attention with a boolean mask, run by
+  ``scaled_dot_product_attention`` ("sdpa", fused kernels) or an explicit softmax ("eager",
+  to check the fused path against); post-LayerNorm (BERT) or pre-LayerNorm (SASRec) blocks.
+* ``item_rows`` / ``item_coverage``: items never seen in training share one "unknown"
+  embedding row. Their vectors would never receive a gradient anyway, and on MIND most
+  candidate news are never clicked in training, so this keeps the tables small.
+* ``float32_logits`` / ``rows_to_items``: the output layer over all items, in float32, mapped
+  back from embedding rows to item indices.
+* ``init_weights`` (BERT's) and ``check_config`` (config errors that name the key).
+
+The models' parameter names come from here, so renaming an attribute breaks old checkpoints.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from recboard.datasets.batches import PAD
+
+ATTENTION_IMPLS = ("sdpa", "eager")
+
+
+def check_config(config, model_name: str) -> None:
+    """Config values that would otherwise fail deep inside torch, reported by key."""
+    def bad(key, expected):
+        raise ValueError(f"{model_name} config key {key!r} must be {expected}, got {getattr(config, key)!r}")
+    for key in ("hidden_size", "num_layers", "num_heads"):
+        if getattr(config, key) < 1:
+            bad(key, "a positive integer")
+    if config.hidden_size % config.num_heads:
+        raise ValueError(f"{model_name} config key 'hidden_size' ({config.hidden_size}) must be divisible "
+                         f"by 'num_heads' ({config.num_heads})")
+    if config.max_len < 2:
+        bad("max_len", ">= 2")
+    if not 0.0 <= config.dropout < 1.0:
+        bad("dropout", "in [0, 1)")
+    if config.ffn_size < 0:
+        bad("ffn_size", ">= 0 (0 = default width)")
+    if config.attention not in ATTENTION_IMPLS:
+        bad("attention", f"one of {', '.join(ATTENTION_IMPLS)}")
+
+
+def item_rows(counts: np.ndarray) -> tuple[torch.Tensor, int]:
+    """(item index -> embedding row [n_items + 1], number of known items K).
+
+    Padding is row 0, items seen in training get rows 1..K in index order, and every unseen
+    item shares row K + 1.
+    """
+    known = np.asarray(counts) > 0
+    known[PAD] = False
+    n_known = int(known.sum())
+    rows = np.full(len(counts), n_known + 1, dtype=np.int64)
+    rows[known] = np.arange(1, n_known + 1)
+    rows[PAD] = PAD
+    return torch.from_numpy(rows), n_known
+
+
+def item_coverage(n_known: int, n_items: int) -> dict:
+    """``describe()`` of a model with an ``item_rows`` map: the fraction of items with a row of their own."""
+    return {"coverage": n_known / max(n_items, 1), "known_items": n_known, "unknown_items": n_items - n_known}
+
+
+def init_weights(module: nn.Module) -> None:
+    """BERT's initialisation: N(0, 0.02) truncated, zero biases, padding row zero."""
+    if isinstance(module, (nn.Linear, nn.Embedding)):
+        nn.init.trunc_normal_(module.weight, std=0.02, a=-0.04, b=0.04)
+    if isinstance(module, nn.Linear) and module.bias is not None:
+        nn.init.zeros_(module.bias)
+    if isinstance(module, nn.Embedding) and module.padding_idx is not None:
+        with torch.no_grad():
+            module.weight[module.padding_idx].zero_()
+    if isinstance(module, nn.LayerNorm):
+        nn.init.ones_(module.weight)
+        nn.init.zeros_(module.bias)
+
+
+class SelfAttention(nn.Module):
+    """Multi-head self-attention. ``mask`` is boolean, broadcastable to [B, heads, L, L],
+    True where a query may attend to a key; every query must be allowed at least one key."""
+
+    def __init__(self, hidden_size: int, num_heads: int, dropout: float, attention: str):
+        super().__init__()
+        self.num_heads, self.dropout, self.attention = num_heads, dropout, attention
+        self.qkv = nn.Linear(hidden_size, 3 * hidden_size)
+        self.out = nn.Linear(hidden_size, hidden_size)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        B, L, H = x.shape
+        q, k, v = self.qkv(x).view(B, L, 3, self.num_heads, H // self.num_heads).permute(2, 0, 3, 1, 4)
+        p = self.dropout if self.training else 0.0
+        if self.attention == "sdpa":
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)
+        else:
+            att = (q @ k.transpose(-2, -1)) / math.sqrt(k.size(-1))
+            att = att.masked_fill(~mask, float("-inf")).softmax(dim=-1)
+            y = F.dropout(att, p, self.training) @ v
+        return self.out(y.transpose(1, 2).reshape(B, L, H))
+
+
+class TransformerBlock(nn.Module):
+    """Attention + feed-forward with residuals; post-LayerNorm (BERT) or pre-LayerNorm
+    (``norm_first``, SASRec: more stable at higher learning rates)."""
+
+    def __init__(self, hidden_size: int, num_heads: int, ffn_size: int, dropout: float, attention: str,
+                 norm_first: bool = False, activation: type = nn.GELU):
+        super().__init__()
+        self.norm_first = norm_first
+        self.attn = SelfAttention(hidden_size, num_heads, dropout, attention)
+        self.ffn = nn.Sequential(nn.Linear(hidden_size, ffn_size), activation(), nn.Linear(ffn_size, hidden_size))
+        self.norm1, self.norm2 = nn.LayerNorm(hidden_size), nn.LayerNorm(hidden_size)
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        if self.norm_first:
+            x = x + self.drop(self.attn(self.norm1(x), mask))
+            return x + self.drop(self.ffn(self.norm2(x)))
+        x = self.norm1(x + self.drop(self.attn(x, mask)))
+        return self.norm2(x + self.drop(self.ffn(x)))
+
+
+def float32_logits(hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """``hidden @ weight.T (+ bias)`` outside autocast: bf16 logits over thousands of items
+    would tie many scores and make the softmax coarse."""
+    with torch.autocast(hidden.device.type, enabled=False):
+        logits = hidden.float() @ weight.float().T
+        return logits if bias is None else logits + bias.float()
+
+
+def rows_to_items(row_scores: torch.Tensor, item_to_row: torch.Tensor) -> torch.Tensor:
+    """Scores over output rows (known items, then the shared unknown row) -> [B, n_items + 1]
+    scores by item index, padding column -inf."""
+    scores = row_scores.index_select(1, (item_to_row - 1).clamp(min=0))
+    scores[:, PAD] = float("-inf")
+    return scores
