@@ -160,8 +160,8 @@ class Tracker:
     def log_dict(self, obj: dict, name: str) -> None:
         self.mlflow.log_dict(obj, name)
 
-    def log_artifact(self, path) -> None:
-        self.mlflow.log_artifact(str(path))
+    def log_artifact(self, path, artifact_path: str | None = None) -> None:
+        self.mlflow.log_artifact(str(path), artifact_path=artifact_path)
 
     def active(self) -> bool:
         """Whether this run is MLflow's active run, so the logging calls above reach it (not
@@ -190,3 +190,33 @@ class NullTracker:
 
     def end(self, status="FINISHED"):
         pass
+
+
+# --------------------------------------------------------------------------- saved runs
+# What ``bench eval``, ``bench compare`` and the leaderboard's significance marks read back.
+
+def get_run(run_id: str, store: str | None = None):
+    """The MLflow run ``run_id`` in ``store`` (a tracking URI; default: the current one); a
+    one-line error naming the store when it is not there."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    uri = store or tracking_uri()
+    try:
+        return mlflow.MlflowClient(uri).get_run(run_id)
+    except MlflowException:
+        raise ValueError(f"no MLflow run {run_id!r} in {uri}") from None
+
+
+def download_artifact(run_id: str, name: str, store: str | None = None) -> Path | None:
+    """Local copy of the run's artifact ``name`` (a file or folder), or None if it has none."""
+    import tempfile
+
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    client = mlflow.MlflowClient(store or tracking_uri())
+    try:
+        return Path(client.download_artifacts(run_id, name, tempfile.mkdtemp(prefix="recboard-artifact-")))
+    except (MlflowException, OSError):
+        return None
