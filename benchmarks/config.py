@@ -36,6 +36,7 @@ class TrainConfig:
     max_steps_per_epoch: int = 0  # 0 = the whole training set each epoch
     max_train_minutes: float = 0  # stop starting epochs after this much training time (0 = no limit)
     grad_clip: float = 5.0
+    save_model: bool = True       # log the best weights as an MLflow artifact (bench eval re-scores them)
 
 
 SEQUENCE_PROTOCOLS = ("full", "sampled-uni100", "sampled-pop100")

@@ -113,6 +113,7 @@ class SequenceEvaluator:
         inputs, targets, users = data.eval_examples(split)
         rows = D.shard(len(targets))  # torchrun: each rank scores a share, metric sums are all-reduced
         inputs, targets, users = inputs[rows], targets[rows], users[rows]
+        self.users = users
         self.protocol = protocol
         self.batch_size = batch_size
         self.seq = torch.as_tensor(left_pad(inputs, max_len), device=device)
@@ -128,8 +129,10 @@ class SequenceEvaluator:
     def __len__(self) -> int:
         return len(self.target)
 
-    def evaluate(self, model, amp_dtype=None) -> dict:
-        acc = M.MeanAccumulator()
+    def evaluate(self, model, amp_dtype=None, keep_examples: bool = False) -> dict:
+        """Mean metrics over the split's users; with ``keep_examples`` every user's values
+        are left in ``self.examples`` (rows = user indices)."""
+        acc = M.MeanAccumulator(keep_examples)
         with scoring(model, self.seq.device.type, amp_dtype) as vectors:
             for start in range(0, len(self), self.batch_size):
                 sl = slice(start, start + self.batch_size)
@@ -141,7 +144,8 @@ class SequenceEvaluator:
                 else:
                     sampled = scores.gather(1, self.candidates[sl])
                     ranks = M.target_ranks(sampled, torch.zeros_like(batch.target))
-                acc.add(M.rank_metrics(ranks))
+                acc.add(M.rank_metrics(ranks), self.users[sl])
+        self.examples = acc.examples() if keep_examples else None
         return acc.result()
 
 
@@ -184,10 +188,15 @@ class ImpressionEvaluator:
         return ImpressionBatch(self.history[torch.as_tensor(index, device=dev)], cands,
                                torch.as_tensor(labels, device=dev, dtype=torch.float32), cands != PAD)
 
-    def evaluate(self, model, amp_dtype=None) -> dict:
-        acc = M.MeanAccumulator()
+    def evaluate(self, model, amp_dtype=None, keep_examples: bool = False) -> dict:
+        """Mean metrics over impressions; with ``keep_examples`` every impression's values
+        are left in ``self.examples`` (rows = impression indices in the split)."""
+        acc = M.MeanAccumulator(keep_examples)
         with scoring(model, self.history.device.type, amp_dtype) as vectors:
             for start in range(0, len(self), self.batch_size):
-                batch = self._batch(self.order[start:start + self.batch_size])
-                acc.add(M.impression_metrics(self.score_candidates(model, batch, vectors), batch.labels, batch.mask))
+                index = self.order[start:start + self.batch_size]
+                batch = self._batch(index)
+                acc.add(M.impression_metrics(self.score_candidates(model, batch, vectors), batch.labels, batch.mask),
+                        index)
+        self.examples = acc.examples() if keep_examples else None
         return acc.result()

@@ -92,17 +92,34 @@ def impression_metrics(scores: torch.Tensor, labels: torch.Tensor, mask: torch.T
 
 
 class MeanAccumulator:
-    """Sums per-example metric tensors on the device; one host sync at the end."""
+    """Sums per-example metric tensors on the device; one host sync at the end. With
+    ``keep_examples`` it also keeps every example's values by row id (``examples()``), what
+    paired significance tests compare."""
 
-    def __init__(self):
+    def __init__(self, keep_examples: bool = False):
         self.sums: dict = {}
         self.counts: dict = {}
+        self.kept: list | None = [] if keep_examples else None
 
-    def add(self, values: dict) -> None:
+    def add(self, values: dict, rows=None) -> None:
         for name, v in values.items():
             ok = ~torch.isnan(v)
             self.sums[name] = self.sums.get(name, 0.0) + torch.where(ok, v, torch.zeros_like(v)).sum()
             self.counts[name] = self.counts.get(name, 0) + ok.sum()
+        if self.kept is not None:
+            self.kept.append((rows, {name: v.detach().float() for name, v in values.items()}))
+
+    def examples(self) -> dict:
+        """{"row": int64 [N], metric: float64 [N] (NaN where undefined, e.g. AUC of an
+        impression without negatives)}, on the host, in row order."""
+        import numpy as np
+
+        rows = np.concatenate([np.asarray(r, dtype=np.int64) for r, _ in self.kept])
+        order = np.argsort(rows, kind="stable")
+        out = {"row": rows[order]}
+        for name in self.kept[0][1] if self.kept else ():
+            out[name] = torch.cat([v[name] for _, v in self.kept]).double().cpu().numpy()[order]
+        return out
 
     def result(self) -> dict:
         """Means over all examples (summed across ranks under torchrun)."""

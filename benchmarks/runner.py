@@ -136,17 +136,39 @@ def start_tracker(cfg: RunConfig, opts: RunOptions, data, model, device, resume_
     tags = T.run_tags(kind="run", model=cfg.model_name, dataset=cfg.dataset_name,
                       task=dataset_spec(cfg.dataset_name).task, protocol=cfg.train.protocol,
                       metric=cfg.train.metric, device=device_name(device),
-                      fingerprint=data.stats.get("fingerprint", "in-memory"))
+                      fingerprint=data.stats.get("fingerprint", "in-memory"), **data_tags(data))
     tags.update(opts.extra_tags)
     params = {**cfg.flat(), **{f"model.{k}": v for k, v in model.describe().items()}}
     return T.Tracker(opts.run_name or f"{cfg.model_name}@{cfg.dataset_name}", tags, params,
                      nested=opts.nested, resume_run_id=resume_run_id)
 
 
+def data_tags(data) -> dict:
+    """What the leaderboard keys tables by: the content identity of the prepared data and
+    its size (``recboard.identity``, ``recboard.data_users`` / ``_items`` / ``_interactions``)."""
+    return {"identity": data.identity(), **{f"data_{k}": v for k, v in data.shape().items()}}
+
+
 def log_run_inputs(tracker, cfg: RunConfig, data, n_params: int) -> None:
     tracker.log_dict({"config": cfg.flat(), "sources": cfg.sources, "dataset_stats": data.stats}, "config.json")
-    numbers = {f"data/{k}": v for k, v in data.stats.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
-    tracker.log_metrics({"n_params": n_params, **numbers})
+    # facts about the inputs are params (and the dataset an mlflow.data input), not metrics
+    tracker.log_dataset(cfg.dataset_name, data.stats, data.shape())
+    tracker.log_params({"model.n_params": n_params})
+
+
+def test_and_save(route, cfg: RunConfig, data, model, device, amp_dtype, tracker) -> dict:
+    """Test metrics of the model as it is (the best epoch's weights); a tracked run also
+    saves the weights and every test example's metrics (``recboard.benchmarks.saved``).
+    Under torchrun each rank holds only its share of the examples, so none are saved."""
+    from recboard.benchmarks.saved import log_saved_run
+
+    keep = tracker.run_id is not None and D.world_size() == 1
+    evaluator = route.evaluator("test", cfg, device)
+    test = evaluator.evaluate(model, amp_dtype, keep_examples=keep)
+    tracker.log_metrics({f"test/{k}": v for k, v in test.items()})
+    if tracker.run_id is not None:
+        log_saved_run(tracker, model, cfg, data.identity(), evaluator.examples)
+    return test
 
 
 def run(cfg: RunConfig, data=None, *, data_dir=None, cache_dir=None, **options) -> RunResult:
@@ -186,9 +208,7 @@ def run(cfg: RunConfig, data=None, *, data_dir=None, cache_dir=None, **options) 
         tracker.log_metrics({**{f"best_valid/{k}": v for k, v in valid.items()}, "best_epoch": state.best_epoch})
         amp_dtype = trainer.amp_dtype
         del trainer  # frees the validation inputs before the test split's are built
-        test = route.evaluator("test", cfg, device).evaluate(model, amp_dtype) if opts.evaluate_test else {}
-        if test:
-            tracker.log_metrics({f"test/{k}": v for k, v in test.items()})
+        test = test_and_save(route, cfg, data, model, device, amp_dtype, tracker) if opts.evaluate_test else {}
         wall_time_s = time.perf_counter() - wall_start
         tracker.log_metrics({"wall_time_s": wall_time_s, "train_time_s": state.train_time_s})
     return RunResult(cfg.model_name, cfg.dataset_name, cfg.train.protocol, valid, test, state.best_epoch,

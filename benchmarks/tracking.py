@@ -3,20 +3,29 @@
 Default store: a sqlite file ``~/recboard/mlflow.db`` (``RECBOARD_HOME`` moves the folder)
 with artifacts beside it; ``MLFLOW_TRACKING_URI`` (a file, sqlite or http tracking server)
 always wins. Open the UI with ``mlflow ui --backend-store-uri sqlite:///$HOME/recboard/mlflow.db``.
+Experiment: ``--experiment``, else MLflow's own ``MLFLOW_EXPERIMENT_NAME``, else
+``RECBOARD_EXPERIMENT``, else "recboard"; nested runs (tuning trials) go where their parent is.
 
 Run schema (read back by ``bench leaderboard`` and ``bench tune``):
 tags ``recboard.{model,dataset,task,protocol,metric,device,git_commit,kind,fingerprint}``
 built by ``run_tags`` (tuning adds ``recboard.study`` and, on trials, ``recboard.trial``);
-params = the flat run config; metrics ``train/loss`` and ``valid/<M>`` per epoch (step =
-epoch), ``best_valid/<M>``, ``test/<M>`` (with '@' written '_at_', e.g.
-``test/NDCG_at_10``: MLflow forbids '@'), ``wall_time_s``, ``train_time_s``, ``n_params``,
-``best_epoch``; artifact ``config.json``.
+params = the flat run config, ``model.<fact>`` (``model.n_params`` and the model's
+``describe()``) and ``data.<stat>`` (the dataset statistics); one ``mlflow.data`` input per
+run, context "training", named after the dataset, its digest the prepared data's content
+identity, its profile the statistics (``log_dataset``); metrics ``train/loss`` and
+``valid/<M>`` per epoch (step = epoch), ``best_valid/<M>``, ``test/<M>`` (with '@' written
+'_at_', e.g. ``test/NDCG_at_10``: MLflow forbids '@'), ``wall_time_s``, ``train_time_s``,
+``best_epoch``, and MLflow's ``system/*`` when psutil is installed; artifact ``config.json``.
+Statistics are params, not metrics: they describe the inputs, they are not measured.
 
 Every MLflow call of recboard goes through this module (runs: ``Tracker``; queries:
 ``search_runs`` / ``find_run_id``), so the store, experiment and schema live in one place.
 """
 from __future__ import annotations
 
+import functools
+import importlib.util
+import json
 import os
 import subprocess
 from pathlib import Path
@@ -35,8 +44,26 @@ def tracking_uri() -> str:
     return f"sqlite:///{(recboard_home() / 'mlflow.db').resolve()}"
 
 
+def experiment_name(explicit: str | None = None) -> str:
+    """``explicit`` (``--experiment``), else MLflow's own ``MLFLOW_EXPERIMENT_NAME``, else
+    ``RECBOARD_EXPERIMENT`` (read before MLflow's variable was), else "recboard"."""
+    return (explicit or os.environ.get("MLFLOW_EXPERIMENT_NAME") or os.environ.get("RECBOARD_EXPERIMENT")
+            or EXPERIMENT)
+
+
+def system_metrics() -> bool | None:
+    """``log_system_metrics`` for ``start_run``: MLflow's own switch
+    (``MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING``) when set (None lets MLflow read it), else on
+    exactly when psutil, which MLflow samples with, is installed. The sampler is a thread
+    that wakes every 10 s and stops at once when the run ends, so short runs pay nothing."""
+    if os.environ.get("MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING") is not None:
+        return None
+    return importlib.util.find_spec("psutil") is not None
+
+
 def setup(experiment: str | None = None):
-    """Point MLflow at our store and experiment; returns the mlflow module."""
+    """Point MLflow at our store and experiment (``experiment_name``); returns the mlflow
+    module."""
     import logging
     import mlflow
 
@@ -46,7 +73,7 @@ def setup(experiment: str | None = None):
     if uri.startswith("sqlite:///"):
         Path(uri[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
     mlflow.set_tracking_uri(uri)
-    name = experiment or os.environ.get("RECBOARD_EXPERIMENT", EXPERIMENT)
+    name = experiment_name(experiment)
     if mlflow.get_experiment_by_name(name) is None:
         artifact_location = None
         if uri.startswith("sqlite:///"):
@@ -135,14 +162,61 @@ def metric_label(key: str) -> str:
     return key.replace("_at_", "@")
 
 
+def dataset_facts(stats: dict) -> dict:
+    """The statistics worth recording with a run: scalars, without the machine-local cache
+    path."""
+    return {k: v for k, v in stats.items() if k != "cache_path" and isinstance(v, (str, int, float, bool))}
+
+
+def dataset_input(name: str, stats: dict, shape: dict):
+    """An ``mlflow.data`` dataset standing for prepared data without uploading it: named
+    after the dataset, its digest the content identity (``stats["identity"]``; the
+    fingerprint of the source files and options where there is none), its profile the
+    users / items / interactions and the statistics, its source the recboard code that
+    prepared it and where the prepared arrays live."""
+    from mlflow.data.code_dataset_source import CodeDatasetSource
+
+    facts = dataset_facts(stats)
+    fingerprint = str(facts.get("fingerprint", "in-memory"))
+    digest = str(facts.get("identity") or fingerprint)[:16]
+    source = CodeDatasetSource({"recboard.dataset": name, "recboard.fingerprint": fingerprint,
+                                "cache_path": str(stats.get("cache_path", "in memory"))})
+    return _profiled_dataset()(source, name, digest, {**shape, **facts})
+
+
+@functools.cache
+def _profiled_dataset():
+    """``MetaDataset`` records no profile; this subclass adds one (built on first use, so
+    importing this module does not import MLflow)."""
+    from mlflow.data.meta_dataset import MetaDataset
+
+    class ProfiledDataset(MetaDataset):
+        def __init__(self, source, name: str, digest: str, profile: dict):
+            self._profile = profile
+            super().__init__(source, name=name, digest=digest)
+
+        @property
+        def profile(self) -> dict:
+            return self._profile
+
+        def to_dict(self) -> dict:
+            return {**super().to_dict(), "profile": json.dumps(self._profile, default=str)}
+
+    return ProfiledDataset
+
+
 class Tracker:
-    """One MLflow run. ``end(status)`` with FINISHED / FAILED / KILLED."""
+    """One MLflow run. ``end(status)`` with FINISHED / FAILED / KILLED. A nested run opens in
+    its parent's experiment and samples no system metrics (the parent's sampler covers it)."""
 
     def __init__(self, run_name: str, tags: dict, params: dict | None = None, nested: bool = False,
-                 resume_run_id: str | None = None):
-        self.mlflow = setup()
+                 resume_run_id: str | None = None, experiment: str | None = None):
+        self.mlflow = setup(experiment)
+        parent = self.mlflow.active_run() if nested else None
         self.run = self.mlflow.start_run(run_id=resume_run_id, run_name=None if resume_run_id else run_name,
-                                         nested=nested, tags=None if resume_run_id else tags)
+                                         nested=nested, tags=None if resume_run_id else tags,
+                                         experiment_id=parent.info.experiment_id if parent else None,
+                                         log_system_metrics=False if nested else system_metrics())
         self.run_id = self.run.info.run_id
         if params and not resume_run_id:  # MLflow rejects re-logging a param with a changed value
             self.log_params(params)
@@ -162,6 +236,12 @@ class Tracker:
 
     def log_artifact(self, path, artifact_path: str | None = None) -> None:
         self.mlflow.log_artifact(str(path), artifact_path=artifact_path)
+
+    def log_dataset(self, name: str, stats: dict, shape: dict) -> None:
+        """The training data: its statistics as ``data.<stat>`` params and an ``mlflow.data``
+        input (``dataset_input``), which MLflow's UI lists in the runs table's Datasets column."""
+        self.log_params({f"data.{k}": v for k, v in dataset_facts(stats).items()})
+        self.mlflow.log_input(dataset_input(name, stats, shape), context="training")
 
     def active(self) -> bool:
         """Whether this run is MLflow's active run, so the logging calls above reach it (not
@@ -183,7 +263,7 @@ class NullTracker:
     def log_metrics(self, *args, **kwargs):
         pass
 
-    log_params = set_tags = log_dict = log_artifact = log_metrics
+    log_params = set_tags = log_dict = log_artifact = log_dataset = log_metrics
 
     def active(self) -> bool:
         return False
@@ -216,6 +296,8 @@ def download_artifact(run_id: str, name: str, store: str | None = None) -> Path 
     from mlflow.exceptions import MlflowException
 
     client = mlflow.MlflowClient(store or tracking_uri())
+    # a progress bar per artifact would bury the command's own output
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     try:
         return Path(client.download_artifacts(run_id, name, tempfile.mkdtemp(prefix="recboard-artifact-")))
     except (MlflowException, OSError):

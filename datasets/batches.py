@@ -17,6 +17,7 @@ These hold numpy arrays only, so training needs neither polars nor the raw files
 """
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -90,6 +91,17 @@ class SequenceData:
     def train_item_counts(self) -> np.ndarray:
         """Interaction counts per item over the training part only ([n_items + 1])."""
         return item_counts(self.train_sequences(), self.n_items)
+
+    def shape(self) -> dict:
+        return {"users": self.n_users, "items": self.n_items, "interactions": int(len(self.items))}
+
+    def identity(self) -> str:
+        """A digest of the prepared interactions themselves (not of the files they came
+        from): ML-1m read from ratings.dat or from ml-1m.txt shares one identity, another
+        Beauty file gets its own. Cached in ``stats["identity"]``."""
+        if "identity" not in self.stats:
+            self.stats["identity"] = content_digest("sequence", self.n_items, self.offsets, self.items)
+        return self.stats["identity"]
 
     def catalog(self) -> "ItemCatalog":
         """The items, their text and their counts in the training part."""
@@ -181,9 +193,35 @@ class NewsData:
         """Click counts per news over the training impressions (popularity baseline)."""
         return item_counts([self.train.cand[self.train.label == 1]], self.n_items)
 
+    def shape(self) -> dict:
+        """Users, news (padding and the unknown slot excluded) and impressions of all splits."""
+        return {"users": self.n_users, "items": len(self.news_ids) - 2,
+                "interactions": len(self.train) + len(self.valid) + len(self.test)}
+
+    def identity(self) -> str:
+        """A digest of the prepared impressions and news ids (see ``SequenceData.identity``)."""
+        if "identity" not in self.stats:
+            arrays = [getattr(block, f) for block in (self.train, self.valid, self.test)
+                      for f in ("user", "time", "hist_offsets", "hist", "cand_offsets", "cand", "label")]
+            self.stats["identity"] = content_digest("impression", "\t".join(map(str, self.news_ids)), *arrays)
+        return self.stats["identity"]
+
     def catalog(self) -> "ItemCatalog":
         """The news, their titles and their click counts in the training impressions."""
         return ItemCatalog(self.name, self.n_items, self.train_item_counts(), self.titles)
+
+
+def content_digest(*parts) -> str:
+    """Short sha256 over numbers, strings and arrays (by value, as int64: an int32 and an
+    int64 copy of the same data hash alike)."""
+    h = hashlib.sha256()
+    for part in parts:
+        if isinstance(part, np.ndarray):
+            h.update(np.ascontiguousarray(part, dtype=np.int64).tobytes())
+        else:
+            h.update(str(part).encode())
+        h.update(b"|")
+    return h.hexdigest()[:16]
 
 
 def item_counts(sequences: list, n_items: int) -> np.ndarray:

@@ -29,10 +29,22 @@ class Reference:
     note: str = ""
 
 
+DATA_KEYS = ("users", "items", "interactions", "identity")
+
+
 @dataclass
 class References:
     results: list = field(default_factory=list)
     citations: dict = field(default_factory=dict)   # key -> {"text", "url"}
+    data: dict = field(default_factory=dict)        # dataset -> {users, items, interactions, identity}
+
+    def measured_on(self, dataset: str, shape: dict) -> bool:
+        """Whether the published rows of ``dataset`` were measured on data of this shape
+        ({"users", "items", "interactions", "identity"}): every field ``[data.<dataset>]``
+        names must match. A dataset without a ``[data]`` entry matches nothing, so its
+        published rows are never set beside data nobody checked."""
+        spec = self.data.get(dataset)
+        return bool(spec) and all(str(shape.get(k)) == str(v) for k, v in spec.items())
 
 
 def load_references(path=None) -> References:
@@ -67,7 +79,7 @@ def load_references(path=None) -> References:
             raise ValueError(f"{path}: [citations.{key}] needs a text = \"...\" field")
     from recboard.datasets.registry import DATASETS
 
-    refs = References(citations=citations)
+    refs = References(citations=citations, data=_data_specs(data.get("data", {}), path, DATASETS))
     for n, entry in enumerate(data.get("results", [])):
         def where(key: str, n=n) -> str:
             return f"{path}, line {line_of(n, key)} ([[results]] #{n + 1})"
@@ -100,3 +112,16 @@ def load_references(path=None) -> References:
                                       entry["citation"], entry.get("source", ""), values, printed,
                                       entry.get("note", "")))
     return refs
+
+
+def _data_specs(specs: dict, path: Path, datasets) -> dict:
+    """``[data.<dataset>]`` tables: what data a dataset's published rows were measured on."""
+    for name, spec in specs.items():
+        where = f"{path}: [data.{name}]"
+        if name not in datasets:
+            raise ValueError(f"{where}: unknown dataset {name!r}; expected one of {', '.join(datasets)}")
+        unknown = sorted(set(spec) - set(DATA_KEYS))
+        if not spec or unknown:
+            raise ValueError(f"{where}: expected some of {', '.join(DATA_KEYS)}"
+                             + (f", got {', '.join(unknown)}" if unknown else ""))
+    return {name: dict(spec) for name, spec in specs.items()}

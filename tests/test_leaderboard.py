@@ -21,6 +21,11 @@ GOLDEN = Path(__file__).parent / "golden" / "leaderboard.md"
 COMMIT, DATE = "0123abc", "2026-01-02"
 
 REFERENCES = """
+[data.ml-1m]
+users = 6
+items = 20
+interactions = 90
+
 [citations.paper2019]
 text = "A. Author. A Paper. Venue 2019."
 url = "https://example.org/paper"
@@ -49,8 +54,11 @@ SEQ = ("HR@1", "HR@5", "HR@10", "NDCG@5", "NDCG@10", "MRR")
 IMP = ("AUC", "MRR", "nDCG@5", "nDCG@10")
 
 
+DATA = {"ml-1m": ("d1", 6, 20, 90), "mind_small": ("m1", 3, 40, 12)}   # identity, users, items, interactions
+
+
 def _log(client, experiment_id, *, model, dataset, protocol, valid, test, kind="run", status="FINISHED",
-         metric=None, device="cpu", train_time=90.0, n_params=12345, with_test=True):
+         metric=None, device="cpu", train_time=90.0, n_params=12345, with_test=True, data=None, extra_tags=None):
     from mlflow.entities import Metric, Param
 
     task = "impression" if protocol == "impressions" else "sequence"
@@ -59,6 +67,10 @@ def _log(client, experiment_id, *, model, dataset, protocol, valid, test, kind="
     tags = {"recboard.model": model, "recboard.dataset": dataset, "recboard.task": task,
             "recboard.protocol": protocol, "recboard.metric": metric, "recboard.device": device,
             "recboard.git_commit": "feedbeef", "recboard.kind": kind, "recboard.fingerprint": "fp"}
+    identity, users, items, interactions = data or DATA[dataset]
+    tags.update({"recboard.identity": identity, "recboard.data_users": str(users),
+                 "recboard.data_items": str(items), "recboard.data_interactions": str(interactions),
+                 **(extra_tags or {})})
     run = client.create_run(experiment_id, tags=tags)
     key = metric.replace("@", "_at_")
     metrics = [Metric(f"valid/{key}", valid * (epoch + 1) / 3, 0, epoch) for epoch in range(3)]
@@ -163,7 +175,7 @@ def test_markdown_layout(store, references):
     assert "| SASRec (published) | published [paper2019]" in full and "0.2500" in full and "n/r" in full
     header = next(line for line in full.splitlines() if line.startswith("| Model"))
     assert [c.strip() for c in header.strip("|").split("|")] == [
-        "Model", "Source", *SEQ, "Train / wall", "Device", "Params", "Run @ commit"]
+        "Model", "Source", *SEQ, "Seeds", "Train / wall", "Device", "Params", "Run @ commit"]
     mind_header = next(line for line in mind.splitlines() if line.startswith("| Model"))
     assert [c.strip() for c in mind_header.strip("|").split("|")][2:6] == list(IMP)
     # best of OUR rows in bold: sasrec_a has NDCG@10 0.1400 < bert4rec trial 0.1900
@@ -261,3 +273,52 @@ def test_bad_references_name_file_and_line(tmp_path, entry, message):
     with pytest.raises(ValueError, match=message) as err:
         load_references(path)
     assert str(path) in str(err.value)
+
+
+def test_other_data_gets_its_own_table_without_the_published_rows(tmp_path, fresh_store, references):
+    """A run on another ML-1m file (other identity and size) never shares a table with the
+    runs on the reference data, and the published rows stay beside the data they match."""
+    import mlflow
+
+    uri = fresh_store(tmp_path)
+    client = mlflow.MlflowClient(uri)
+    exp = client.create_experiment("lb", artifact_location=(tmp_path / "artifacts").as_uri())
+    _log(client, exp, model="sasrec", dataset="ml-1m", protocol="full", valid=0.2, test=0.2)
+    _log(client, exp, model="sasrec", dataset="ml-1m", protocol="full", valid=0.9, test=0.9,
+         data=("other", 7, 21, 95))
+    best = lb.collect(uri)
+    assert sorted(best["identity"]) == ["d1", "other"]      # the better validation did not win across data
+    text = lb.render(best, references, commit=COMMIT, date=DATE)
+    sections = {s.split("\n")[0]: s for s in text.split("### ")[1:]}
+    ours = sections["ML-1m — full ranking (all items, seen items masked) — data `d1`"]
+    other = sections["ML-1m — full ranking (all items, seen items masked) — data `other`"]
+    assert "SASRec (published)" in ours and "0.2000" in ours and "0.9000" not in ours
+    assert "SASRec (published)" not in other and "0.9000" in other
+    assert "7 users, 21 items, 95 interactions (identity `other`)" in other
+    assert "1 published row(s) for this dataset were measured on other data" in other
+
+
+def test_seed_group_is_one_row_with_mean_and_std(tmp_path, fresh_store, references):
+    import mlflow
+
+    uri = fresh_store(tmp_path)
+    client = mlflow.MlflowClient(uri)
+    exp = client.create_experiment("lb", artifact_location=(tmp_path / "artifacts").as_uri())
+    # the group's mean validation (0.25) loses to the single run (0.28), although one seed (0.30) beats it
+    for valid, test in ((0.30, 0.10), (0.20, 0.20)):
+        _log(client, exp, model="sasrec", dataset="ml-1m", protocol="full", valid=valid, test=test,
+             extra_tags={"recboard.group": "g1"})
+    _log(client, exp, model="sasrec", dataset="ml-1m", protocol="full", valid=0.28, test=0.05)
+    _log(client, exp, model="bert4rec", dataset="ml-1m", protocol="full", valid=0.1, test=0.3,
+         extra_tags={"recboard.group": "g2"})
+    _log(client, exp, model="bert4rec", dataset="ml-1m", protocol="full", valid=0.1, test=0.4,
+         extra_tags={"recboard.group": "g2"})
+    best = lb.collect(uri).set_index("model")
+    assert best.loc["sasrec", "n_seeds"] == 1 and best.loc["sasrec", "valid"] == pytest.approx(0.28)
+    assert best.loc["bert4rec", "run_id"] == "g2" and best.loc["bert4rec", "n_seeds"] == 2
+    assert best.loc["bert4rec", "HR@1"] == pytest.approx(0.35)
+    assert best.loc["bert4rec", "HR@1 std"] == pytest.approx(pd.Series([0.3, 0.4]).std(ddof=1))
+    line = next(x for x in lb.render(lb.collect(uri), references, commit=COMMIT, date=DATE).splitlines()
+                if x.startswith("| bert4rec"))
+    assert "**0.3500** ± 0.0707" in line and "|       2 |" in line
+
