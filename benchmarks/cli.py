@@ -43,26 +43,58 @@ def build_parser() -> argparse.ArgumentParser:
                         "e.g. --preset strong")
     p.add_argument("--json", metavar="PATH", help="also write the result as JSON")
     p.add_argument("--no-track", action="store_true", help="do not record the run in MLflow")
+    p.add_argument("--experiment", help="MLflow experiment (default: $MLFLOW_EXPERIMENT_NAME, else recboard)")
     p.add_argument("--checkpoint-dir", help="write a checkpoint after every epoch here")
     p.add_argument("--resume", action="store_true", help="continue the run checkpointed in --checkpoint-dir")
     p.add_argument("--from-study", metavar="NAME", help="start from the best parameters of an Optuna study")
-    p.add_argument("--storage", help="Optuna storage URL for --from-study (default: the study's sqlite file)")
+    p.add_argument("--storage", help="Optuna storage URL for --from-study (default: ~/recboard/optuna.db)")
+    p.add_argument("--seeds", metavar="1,2,3",
+                   help="train once per seed, grouped in MLflow; --json then holds the mean, std and every seed's run")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
+    p = sub.add_parser("eval", help="re-score a run's saved best weights on the test split (any protocol)")
+    p.add_argument("--run", required=True, metavar="RUN_ID", help="MLflow run id of a finished bench run")
+    _add_data_args(p)
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="e.g. --set protocol=sampled-pop100 (applied over the run's saved config)")
+    p.add_argument("--json", metavar="PATH", help="also write the result as JSON")
+    p.add_argument("--no-track", action="store_true", help="do not record the evaluation in MLflow")
+
+    p = sub.add_parser("compare", help="paired significance tests of two runs or seed groups on the same test users")
+    p.add_argument("a", metavar="A", help="run id, or the run id of a seed group (bench run --seeds)")
+    p.add_argument("b", metavar="B")
+    p.add_argument("--metric", help="only this metric (default: all), e.g. NDCG@10")
+    p.add_argument("--json", metavar="PATH", help="also write the result as JSON")
+
+    from recboard.benchmarks.search_space import PRUNERS, SAMPLERS  # plain dicts, nothing heavy
     p = sub.add_parser("tune", help="Optuna search over a model's hyper-parameters")
     p.add_argument("--model", required=True)
     p.add_argument("--dataset", required=True)
     _add_data_args(p)
     p.add_argument("--trials", type=int, default=20, help="total finished trials the study should reach")
     p.add_argument("--timeout", help="stop starting trials after this long (e.g. 3600, 90m, 1h)")
-    p.add_argument("--storage", help="Optuna RDB URL (default: sqlite file per study under ~/recboard/studies)")
+    p.add_argument("--storage", help="Optuna RDB URL (default: ~/recboard/optuna.db, one file for every study: "
+                                     "optuna-dashboard sqlite:///$HOME/recboard/optuna.db)")
     p.add_argument("--study", help="study name (default MODEL-DATASET)")
     p.add_argument("--space", action="append", default=[], metavar="KEY=LOW:HIGH|KEY=A,B,C",
                    help="override the search range of a key (repeatable)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="fixed config overrides")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out-dir", help="where to write the trials table and plots")
+    p.add_argument("--sampler", default="tpe", choices=SAMPLERS, help="Optuna sampler (default tpe)")
+    p.add_argument("--pruner", default="median", choices=PRUNERS,
+                   help="stops weak trials early on the per-epoch validation metric (default median)")
+    p.add_argument("--out-dir", help="where to write the trials table and plots (default ~/recboard/studies/STUDY)")
     p.add_argument("--no-track", action="store_true", help="do not record the study in MLflow")
+    p.add_argument("--experiment", help="MLflow experiment (default: $MLFLOW_EXPERIMENT_NAME, else recboard)")
+    p.add_argument("--final-seeds", type=int, default=0, metavar="N",
+                   help="then train the best trial's configuration with seeds 1..N, as one seed group")
+    p.add_argument("--json", metavar="PATH", help="with --final-seeds: the seed group's result as JSON")
+
+    p = sub.add_parser("config", help="print the resolved config of a run, with where each value came from")
+    p.add_argument("--model", required=True)
+    p.add_argument("--dataset", required=True)
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="as for bench run")
+    p.add_argument("--preset", default="default", help="as for bench run")
 
     p = sub.add_parser("leaderboard", help="paper-style tables from the MLflow runs, published numbers beside")
     p.add_argument("--out", help="write to this file (e.g. leaderboard/LEADERBOARD.md) instead of stdout")
@@ -80,6 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_list(args) -> int:
+    from recboard.datasets import plugins
     from recboard.datasets.registry import DATASETS
     from recboard.models.registry import MODELS, model_presets
     print("models:")
@@ -87,9 +120,16 @@ def cmd_list(args) -> int:
         named = [p for p in model_presets(name) if p != "default"]
         extra = f" [presets: {', '.join(named)}]" if named else ""
         print(f"  {name:<16} [{', '.join(spec.tasks)}] {spec.description}{extra}")
+    # plug-ins are listed from their packages' metadata, not imported: this stays instant
+    for name, target in plugins.listed(MODELS, plugins.MODEL_GROUP):
+        print(f"  {name:<16} [plug-in] {target}")
+    print(f"  {'pkg.module:Class':<16} [plug-in] any class following the model contract (README: Plug-ins)")
     print("\ndatasets:")
     for name, spec in DATASETS.items():
         print(f"  {name:<16} [{spec.task}] {spec.description}")
+    for name, target in plugins.listed(DATASETS, plugins.DATASET_GROUP):
+        print(f"  {name:<16} [plug-in] {target}")
+    print(f"  {'csv:PATH':<16} [sequence] your own user,item,time file; csv:PATH?user=..&item=..&time=..&kcore=5")
     return 0
 
 
@@ -104,6 +144,9 @@ def cmd_prepare(args) -> int:
     from recboard.datasets.registry import load_dataset
     data = load_dataset(args.dataset, data_dir=args.data_dir, cache_dir=args.cache_dir, download=args.download)
     print(f"{args.dataset}: prepared at {data.stats.get('cache_path', '?')}")
+    shape = data.shape()
+    print(f"identity {data.identity()}: {shape['users']:,} users, {shape['items']:,} items, "
+          f"{shape['interactions']:,} interactions")
     print(stats_table(data.stats))
     return 0
 
@@ -134,26 +177,104 @@ def cmd_run(args) -> int:
     cfg = C.resolve(args.model, args.dataset, sets, preset=args.preset)
     if args.resume and not args.checkpoint_dir:
         raise C.ConfigError("--resume needs --checkpoint-dir (where the interrupted run wrote its checkpoints)")
+    if args.experiment:  # MLflow's own variable, so every run this command starts goes there
+        os.environ["MLFLOW_EXPERIMENT_NAME"] = args.experiment
+    if args.seeds is not None:
+        return run_seed_group(cfg, args)
     result = run(cfg, data_dir=args.data_dir, cache_dir=args.cache_dir, tracking=not args.no_track,
                  progress=not args.quiet, checkpoint_dir=args.checkpoint_dir, resume=args.resume)
     from recboard.benchmarks.distributed import is_main
     if not is_main():  # torchrun: rank 0 reports
         return 0
-    print(metrics_table([result]))
-    if result.mlflow_run_id:
+    return report(metrics_table([result]), result.mlflow_run_id and f"mlflow run {result.mlflow_run_id}",
+                  args.json, result.to_json())
+
+
+def report(table: str, recorded: str | None, json_path: str | None, obj: dict) -> int:
+    """Print a command's table and where MLflow recorded it; write ``obj`` to ``--json``."""
+    print(table)
+    if recorded:
         from recboard.benchmarks.tracking import tracking_uri
-        print(f"mlflow run {result.mlflow_run_id} in {tracking_uri()}")
-    if args.json:
-        write_json_atomic(args.json, result.to_json())
+        print(f"{recorded} in {tracking_uri()}")
+    if json_path:
+        write_json_atomic(json_path, obj)
+    return 0
+
+
+def run_seed_group(cfg, args) -> int:
+    from recboard.benchmarks.seeds import parse_seeds, run_seeds
+
+    seeds = parse_seeds(args.seeds)
+    if args.checkpoint_dir or args.resume:
+        raise ValueError("--seeds cannot be combined with --checkpoint-dir / --resume (one checkpoint per run)")
+    group = run_seeds(cfg, seeds, data_dir=args.data_dir, cache_dir=args.cache_dir, tracking=not args.no_track,
+                      progress=not args.quiet)
+    return report(group_table(group), group.group_run_id and f"mlflow seed group {group.group_run_id}",
+                  args.json, group.to_json())
+
+
+def group_table(group) -> str:
+    from tabulate import tabulate
+    names = list(group.metrics)
+    rows = [[f"seed {r['seed']}", *[f"{r['metrics'][n]:.4f}" for n in names]] for r in group.runs]
+    rows.append([f"mean ± std ({len(group.runs)})",
+                 *[f"{group.metrics[n]:.4f} ± {group.metrics_std[n]:.4f}" for n in names]])
+    return (f"{group.model} on {group.dataset} ({group.protocol})\n"
+            + tabulate(rows, headers=["", *names], disable_numparse=True))
+
+
+def cmd_eval(args) -> int:
+    from recboard.benchmarks.saved import evaluate_saved
+
+    result = evaluate_saved(args.run, args.set, data_dir=args.data_dir, cache_dir=args.cache_dir,
+                            tracking=not args.no_track)
+    return report(metrics_table([result]),
+                  result.mlflow_run_id and f"mlflow run {result.mlflow_run_id} (source run {args.run})",
+                  args.json, result.to_json())
+
+
+def cmd_compare(args) -> int:
+    from recboard.benchmarks.significance import compare, format_comparison
+
+    result = compare(args.a, args.b, metric=args.metric)
+    return report(format_comparison(result), None, args.json, result)
+
+
+def cmd_config(args) -> int:
+    """Every config key with its value and source (dataclass default, task defaults, a
+    preset, --set): what ``bench run`` with the same arguments would train."""
+    from tabulate import tabulate
+
+    from recboard.benchmarks import config as C
+    cfg = C.resolve(args.model, args.dataset, args.set, preset=args.preset)
+    rows = [(key, '""' if value == "" else value, cfg.sources.get(key, "default"))  # an empty string is a value
+            for key, value in cfg.flat().items()]
+    print(f"{args.model} on {args.dataset}:")
+    print(tabulate(rows, headers=["key", "value", "source"], tablefmt="simple", disable_numparse=True,
+                   missingval="None"))
     return 0
 
 
 def cmd_tune(args) -> int:
-    from recboard.benchmarks.tuning import tune
-    tune(args.model, args.dataset, trials=args.trials, timeout=args.timeout, storage=args.storage,
-         study=args.study, space=args.space, sets=args.set, data_dir=args.data_dir, cache_dir=args.cache_dir,
-         seed=args.seed, out_dir=args.out_dir, tracking=not args.no_track)
-    return 0
+    from recboard.benchmarks import config as C
+    from recboard.benchmarks.tuning import TuningError, tune
+
+    if args.final_seeds < 0:
+        raise TuningError(f"--final-seeds must be >= 0, got {args.final_seeds}")
+    study = tune(args.model, args.dataset, trials=args.trials, timeout=args.timeout, storage=args.storage,
+                 study=args.study, space=args.space, sets=args.set, data_dir=args.data_dir, cache_dir=args.cache_dir,
+                 seed=args.seed, out_dir=args.out_dir, tracking=not args.no_track, sampler=args.sampler,
+                 pruner=args.pruner, experiment=args.experiment)
+    if not args.final_seeds:
+        return 0
+    from recboard.benchmarks.seeds import run_seeds
+    # the winner is re-run from scratch over fresh seeds: its tuning score was the best of many draws
+    cfg = C.resolve(args.model, args.dataset, {**C.parse_sets(args.set), **study.best_trial.params})
+    group = run_seeds(cfg, list(range(1, args.final_seeds + 1)), data_dir=args.data_dir, cache_dir=args.cache_dir,
+                      tracking=not args.no_track, extra_tags={"recboard.study": study.study_name},
+                      run_name=f"{study.study_name} best trial x{args.final_seeds} seeds")
+    return report(group_table(group), group.group_run_id and f"mlflow seed group {group.group_run_id}",
+                  args.json, group.to_json())
 
 
 def cmd_leaderboard(args) -> int:
@@ -188,8 +309,8 @@ def cmd_demo(args) -> int:
     return 0
 
 
-COMMANDS = {"list": cmd_list, "prepare": cmd_prepare, "run": cmd_run, "tune": cmd_tune,
-            "leaderboard": cmd_leaderboard, "demo": cmd_demo}
+COMMANDS = {"list": cmd_list, "prepare": cmd_prepare, "run": cmd_run, "config": cmd_config, "tune": cmd_tune,
+            "leaderboard": cmd_leaderboard, "demo": cmd_demo, "eval": cmd_eval, "compare": cmd_compare}
 
 
 def _interrupt_on_sigterm():

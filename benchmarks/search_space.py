@@ -1,12 +1,23 @@
-"""The search space of ``bench tune``: the model module's ``SEARCH_SPACE`` ({key: ("float",
-lo, hi) | ("logfloat", lo, hi) | ("int", lo, hi) | ("categorical", [..])}), overridden per key
-with ``--space key=low:high`` (``key=low:high:log`` for a log scale) or ``--space key=a,b,c``.
-Keys fixed with ``--set`` leave the default space. Every entry is checked against the config
-field it sets, and a bad one is a ``TuningError`` naming the key and what was expected.
+"""The search space of ``bench tune`` and how it is searched.
+
+The space: the model module's ``SEARCH_SPACE`` ({key: ("float", lo, hi) | ("logfloat", lo,
+hi) | ("int", lo, hi) | ("categorical", [..])}), overridden per key with ``--space
+key=low:high`` (``key=low:high:log`` for a log scale) or ``--space key=a,b,c``. Keys fixed
+with ``--set`` leave the default space. Every entry is checked against the config field it
+sets, and a bad one is a ``TuningError`` naming the key and what was expected.
+
+The search: ``--sampler`` (``SAMPLERS``) and ``--pruner`` (``PRUNERS``), built by
+``make_sampler`` / ``make_pruner``.
 """
 from __future__ import annotations
 
 KINDS = ("float", "logfloat", "int", "categorical")
+SAMPLERS = {"tpe": "TPE (Bayesian, the default)", "random": "uniform random",
+            "qmc": "quasi-random Sobol points (even coverage)", "gp": "Gaussian process (few, costly trials)",
+            "cmaes": "CMA-ES (continuous keys; needs the cmaes package)"}
+PRUNERS = {"median": "stop a trial below the median of earlier trials at the same epoch (the default)",
+           "hyperband": "Hyperband over epochs", "successive-halving": "asynchronous successive halving",
+           "none": "never stop a trial early"}
 
 
 class TuningError(ValueError):
@@ -146,3 +157,46 @@ def resolve_search(model: str, dataset: str, space=None, sets=None):
     if clash:
         raise TuningError(f"{', '.join(clash)} both fixed with --set and searched with --space; pick one")
     return base_cfg, fixed, {**search, **overrides}
+
+
+def make_sampler(name: str, seed: int, n_trials_so_far: int = 0):
+    """The Optuna sampler ``name`` (``SAMPLERS``). Seeds are offset by the trials a resumed
+    study already holds, so it does not replay the first run's random suggestions; QMC keeps
+    its seed, because it continues its one sequence from the count kept in the storage."""
+    import optuna
+
+    S = optuna.samplers
+    if name not in SAMPLERS:
+        raise TuningError(f"--sampler must be one of {', '.join(SAMPLERS)}, got {name!r}")
+    if name == "cmaes":
+        import importlib.util
+        if importlib.util.find_spec("cmaes") is None:
+            raise TuningError("--sampler cmaes needs the cmaes package: pip install cmaes")
+    import warnings
+
+    with warnings.catch_warnings():  # QMC and GP are marked experimental
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        if name == "qmc":
+            return S.QMCSampler(seed=seed, scramble=True, warn_independent_sampling=False)
+        build = {"tpe": S.TPESampler, "random": S.RandomSampler, "gp": S.GPSampler,
+                 "cmaes": lambda seed: S.CmaEsSampler(seed=seed, warn_independent_sampling=False)}[name]
+        return build(seed=seed + n_trials_so_far)
+
+
+def make_pruner(name, epochs: int):
+    """The Optuna pruner ``name`` (``PRUNERS``; None: the default, median); an Optuna pruner
+    object passes through. Trials report the validation metric once per epoch, so ``epochs``
+    is Hyperband's budget."""
+    import optuna
+
+    P = optuna.pruners
+    if name is not None and not isinstance(name, str):
+        return name
+    name = name or "median"
+    builders = {"median": lambda: P.MedianPruner(n_startup_trials=5, n_warmup_steps=3),
+                "hyperband": lambda: P.HyperbandPruner(min_resource=1, max_resource=max(epochs, 1)),
+                "successive-halving": lambda: P.SuccessiveHalvingPruner(min_resource=1),
+                "none": P.NopPruner}
+    if name not in builders:
+        raise TuningError(f"--pruner must be one of {', '.join(PRUNERS)}, got {name!r}")
+    return builders[name]()

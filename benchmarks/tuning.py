@@ -2,16 +2,21 @@
 
 * Search space: the model module's ``SEARCH_SPACE`` overridden per key with ``--space``,
   minus keys fixed with ``--set`` (``recboard.benchmarks.search_space``).
-* TPE sampler (seeded), median pruning on the per-epoch validation metric (the runner's
-  ``on_epoch`` hook), direction maximize.
-* Storage: one sqlite file per study (``~/recboard/studies/<study>.db``, or ``out_dir``) or
-  any Optuna RDB URL, opened with ``load_if_exists``: re-running resumes, and ``trials=N``
-  means "until the study holds N complete + pruned trials" (3 then 5 gives 5 in total).
-  An interrupted trial (Ctrl-C included) is stored as FAIL and the interrupt re-raised.
+* ``--sampler`` (TPE by default, seeded) and ``--pruner`` (median by default) on the
+  per-epoch validation metric (the runner's ``on_epoch`` hook), direction maximize; the
+  study's metric is named ("valid NDCG@10") for optuna-dashboard.
+* Storage: every study in one sqlite file, ``~/recboard/optuna.db`` (under
+  ``RECBOARD_HOME``), so one ``optuna-dashboard sqlite:///$HOME/recboard/optuna.db`` shows
+  them all; or any Optuna RDB URL (``--storage``). A study left in the per-study file of
+  earlier versions (``~/recboard/studies/<study>.db``) is copied in when first resumed.
+  Studies are opened with ``load_if_exists``: re-running resumes, and ``trials=N`` means
+  "until the study holds N complete + pruned trials" (3 then 5 gives 5 in total). An
+  interrupted trial (Ctrl-C included) is stored as FAIL and the interrupt re-raised.
 * MLflow: one parent run per ``tune()`` call (``recboard.kind=tune``) with one nested run per
   trial (``recboard.kind=trial``, ``recboard.study``); at the end a trials table and PNG plots
-  (validation metric vs each tuned key, optimisation history, learning curves) go to
-  ``out_dir`` and onto the parent run as artifacts.
+  (validation metric vs each tuned key, optimisation history, learning curves, parameter
+  importance, contour of the two most important keys) go to ``out_dir`` (default
+  ``~/recboard/studies/<study>/``) and onto the parent run as artifacts.
 """
 from __future__ import annotations
 
@@ -21,9 +26,10 @@ import sys
 import time
 from pathlib import Path
 
-from recboard.benchmarks.search_space import TuningError, resolve_search, suggest
+from recboard.benchmarks.search_space import TuningError, make_pruner, make_sampler, resolve_search, suggest
 
 MAX_FAILURES_IN_ROW = 5
+STUDY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@+-]*")   # safe as a file or folder name
 TRIALS_TABLE = "trials.md"
 
 
@@ -46,22 +52,36 @@ def parse_duration(value) -> float | None:
 
 
 def studies_dir() -> Path:
+    """Default home of each study's trials table and plots (``<study>/``)."""
     from recboard.benchmarks.tracking import recboard_home
     return recboard_home() / "studies"
 
 
-def storage_url(study: str, storage: str | None = None, out_dir=None) -> str:
-    if storage:
-        return storage
-    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._@+-]*", study):
+def default_storage() -> str:
+    """The one sqlite file every study lives in unless ``--storage`` says otherwise."""
+    from recboard.benchmarks.tracking import recboard_home
+    return f"sqlite:///{(recboard_home() / 'optuna.db').resolve()}"
+
+
+def _check_name(study: str) -> None:
+    if not STUDY_NAME.fullmatch(study):
         raise TuningError(f"study name {study!r} becomes a file name: use letters, digits and . _ @ + - "
-                          "(or pass --storage)")
-    folder = Path(out_dir) if out_dir else studies_dir()
-    folder.mkdir(parents=True, exist_ok=True)
-    return f"sqlite:///{(folder / f'{study}.db').resolve()}"
+                          "(or pass --out-dir)")
 
 
-def _open_storage(url: str):
+def _legacy_storage(study: str) -> str | None:
+    """The per-study sqlite file of versions before one shared storage, if this study has one."""
+    path = studies_dir() / f"{study}.db"
+    return f"sqlite:///{path.resolve()}" if STUDY_NAME.fullmatch(study) and path.is_file() else None
+
+
+def _sqlite_path(url: str) -> Path | None:
+    return Path(url[len("sqlite:///"):]) if url.startswith("sqlite:///") else None
+
+
+def _open_storage(url: str, adopt: str | None = None):
+    """An Optuna storage for ``url``; ``adopt``: a study to copy in from its legacy file if
+    the storage lacks it (done under the lock, so two workers do not both copy it)."""
     import optuna
 
     if url.startswith(("sqlite", "postgresql", "mysql", "oracle", "mssql")):
@@ -71,13 +91,20 @@ def _open_storage(url: str):
             # a heartbeat lets the next worker mark a crashed worker's RUNNING trial as FAIL
             def open_rdb():
                 return optuna.storages.RDBStorage(url, heartbeat_interval=60, grace_period=180)
-            if not url.startswith("sqlite:///"):
+            db = _sqlite_path(url)
+            if db is None:
                 return open_rdb()
             # workers starting together on a new sqlite file would race to create its schema
             from recboard.datasets.files import file_lock
-            db = Path(url[len("sqlite:///"):])
+            db.parent.mkdir(parents=True, exist_ok=True)
             with file_lock(db.with_name(db.name + ".lock"), f"the study database {db}"):
-                return open_rdb()
+                storage = open_rdb()
+                legacy = _legacy_storage(adopt) if adopt else None
+                if legacy and adopt not in optuna.study.get_all_study_names(storage):
+                    optuna.copy_study(from_study_name=adopt, from_storage=legacy, to_storage=storage)
+                    print(f"recboard: study {adopt!r} copied from {_sqlite_path(legacy)} into {db}, "
+                          "where every study now lives", file=sys.stderr)
+                return storage
     return url
 
 
@@ -87,14 +114,18 @@ def _redact(url: str) -> str:
 
 def best_params(study_name: str, storage: str | None = None) -> dict:
     """Tuned parameters of the study's best complete trial (for ``bench run --from-study``).
-    Keys fixed with ``--set`` while tuning are not included."""
+    Keys fixed with ``--set`` while tuning are not included. Without ``storage``: the shared
+    storage, or the study's legacy per-study file if it was never resumed since."""
     import optuna
 
-    url = storage or storage_url(study_name)
-    if not storage and not Path(url[len("sqlite:///"):]).exists():
-        raise TuningError(f"no study {study_name!r}: {url[len('sqlite:///'):]} does not exist "
-                          f"(pass --storage if the study lives elsewhere)")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    url = storage or default_storage()
+    if not storage:
+        shared = _sqlite_path(url).exists() and study_name in optuna.study.get_all_study_names(storage=url)
+        url = url if shared else (_legacy_storage(study_name) or url)
+        if not _sqlite_path(url).exists():  # opening it would create an empty database
+            raise TuningError(f"no study {study_name!r}: {_sqlite_path(url)} does not exist "
+                              f"(pass --storage if the study lives elsewhere)")
     names = optuna.study.get_all_study_names(storage=url)
     if study_name not in names:
         raise TuningError(f"no study {study_name!r} in {_redact(url)}; studies there: {', '.join(names) or 'none'}")
@@ -109,13 +140,16 @@ def best_params(study_name: str, storage: str | None = None) -> dict:
 
 def tune(model: str, dataset: str, trials: int, timeout=None, storage: str | None = None,
          study: str | None = None, space=None, sets=None, data_dir=None, cache_dir=None, seed: int = 0,
-         out_dir=None, *, pruner=None, data=None, tracking: bool = True):
+         out_dir=None, *, sampler: str = "tpe", pruner="median", data=None, tracking: bool = True,
+         experiment: str | None = None):
     """Run (or resume) an Optuna study until it holds ``trials`` complete + pruned trials.
 
     ``space``: ``--space`` strings or a dict in ``SEARCH_SPACE`` form; ``sets``: fixed config
-    (``--set`` strings or a dict); ``pruner``: an Optuna pruner (default
-    ``MedianPruner(n_startup_trials=5, n_warmup_steps=3)``); ``data``: an already loaded
-    dataset. Returns the ``optuna.Study``.
+    (``--set`` strings or a dict); ``sampler`` / ``pruner``: a name from
+    ``search_space.SAMPLERS`` / ``PRUNERS`` (a pruner may also be an Optuna pruner);
+    ``storage``: an Optuna storage URL (default: the shared ``default_storage()``);
+    ``out_dir``: the report folder; ``data``: an already loaded dataset; ``experiment``: the
+    MLflow experiment (default: ``tracking.experiment_name``). Returns the ``optuna.Study``.
     """
     import optuna
 
@@ -131,18 +165,20 @@ def tune(model: str, dataset: str, trials: int, timeout=None, storage: str | Non
     base_cfg, fixed, search = resolve_search(model, dataset, space, sets)
     metric = base_cfg.train.metric
     study_name = study or f"{model}-{dataset}"
-    url = storage_url(study_name, storage, out_dir)
+    if not out_dir:
+        _check_name(study_name)
+    pruner_obj = make_pruner(pruner, base_cfg.train.epochs)
+    pruner_name = pruner if isinstance(pruner, str) else type(pruner_obj).__name__
+    make_sampler(sampler, seed)  # a bad --sampler fails before anything is created
+    url = storage or default_storage()
     out_dir = Path(out_dir) if out_dir else studies_dir() / study_name
     out_dir.mkdir(parents=True, exist_ok=True)
 
-    study_obj = optuna.create_study(study_name=study_name, storage=_open_storage(url), direction="maximize",
-                                    load_if_exists=True,
-                                    pruner=pruner or optuna.pruners.MedianPruner(n_startup_trials=5,
-                                                                                 n_warmup_steps=3))
+    study_obj = optuna.create_study(study_name=study_name, direction="maximize", load_if_exists=True,
+                                    storage=_open_storage(url, adopt=None if storage else study_name),
+                                    pruner=pruner_obj)
     _check_resume(study_obj, model, dataset, metric, search, fixed)
-    # a resumed study gets a sampler seeded past the trials it already has, so it does not
-    # replay the first run's random start-up suggestions
-    study_obj.sampler = optuna.samplers.TPESampler(seed=seed + len(study_obj.trials))
+    study_obj.sampler = make_sampler(sampler, seed, len(study_obj.trials))
     if data is None:
         from recboard.datasets.registry import load_dataset
         data = load_dataset(dataset, data_dir=data_dir, cache_dir=cache_dir)
@@ -158,7 +194,8 @@ def tune(model: str, dataset: str, trials: int, timeout=None, storage: str | Non
         def on_epoch(epoch: int, valid: dict) -> None:
             trial.report(float(valid[metric]), epoch)
             if trial.should_prune():
-                raise optuna.TrialPruned(f"epoch {epoch}: valid {metric} {valid[metric]:.4f} below the median")
+                raise optuna.TrialPruned(f"epoch {epoch}: valid {metric} {valid[metric]:.4f}, "
+                                         f"stopped by the {pruner_name} pruner")
 
         try:
             result = runner.run(cfg, data=data, on_epoch=on_epoch, tracking=tracking, nested=True,
@@ -183,10 +220,11 @@ def tune(model: str, dataset: str, trials: int, timeout=None, storage: str | Non
     if tracking:
         parent = Tracker(f"tune {study_name}", run_tags(
             kind="tune", model=model, dataset=dataset, task=_task(dataset), protocol=base_cfg.train.protocol,
-            metric=metric, study=study_name))
+            metric=metric, study=study_name), experiment=experiment)
     status = "FAILED"
     try:
         parent.log_params({"study": study_name, "storage": _redact(url)[:500], "trials": trials, "seed": seed,
+                           "sampler": sampler, "pruner": pruner_name,
                            "timeout_s": timeout_s, "space": json.dumps(search),
                            "fixed": json.dumps(fixed, default=str)}, max_chars=5000)
         _optimize(study_obj, objective, trials, timeout_s)
@@ -213,21 +251,30 @@ def _task(dataset: str) -> str:
 
 
 def _check_resume(study, model: str, dataset: str, metric: str, search: dict, fixed: dict) -> None:
-    """A study name is bound to one model, dataset and objective; the space may change."""
+    """A study name is bound to one model, dataset and objective; the space may change. The
+    objective is named ("valid NDCG@10"), also on studies made before names were set, so
+    optuna-dashboard does not call it "Objective 0"."""
+    import warnings
+
+    import optuna
+
     attrs = study.user_attrs
     if not attrs:
         for key, value in (("model", model), ("dataset", dataset), ("metric", metric),
                            ("space", json.dumps(search)), ("fixed", json.dumps(fixed, default=str))):
             study.set_user_attr(key, value)
-        return
     for key, value in (("model", model), ("dataset", dataset), ("metric", metric)):
-        if attrs.get(key) != value:
+        if attrs and attrs.get(key) != value:
             raise TuningError(f"study {study.study_name!r} tunes {key} {attrs.get(key)!r}, not {value!r}; "
                               "use another --study name")
-    if attrs.get("space") != json.dumps(search):
+    if attrs and attrs.get("space") != json.dumps(search):
         print(f"recboard: study {study.study_name!r} resumes with a different search space "
               f"(was {attrs.get('space')})", file=sys.stderr)
         study.set_user_attr("space", json.dumps(search))
+    if study.metric_names != [f"valid {metric}"]:
+        with warnings.catch_warnings():  # set_metric_names is marked experimental
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names([f"valid {metric}"])
 
 
 class _SurplusTrial(RuntimeError):

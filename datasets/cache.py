@@ -41,6 +41,11 @@ class DataFormatError(ValueError):
 
 # --------------------------------------------------------------------------- fingerprint
 
+# Source digests are the sha256 of every byte (``files.file_digest``). Files of 256 MB or more
+# were once fingerprinted from their size, head and tail only: their digests, hence the keys
+# of their caches, changed, so those datasets are rebuilt once into new directories. A file
+# that was hashed whole keeps its digest, so its cache stays valid and keeps its fingerprint
+# (the identity recorded with past runs): no version constant needs a bump for this.
 def fingerprint(name: str, preprocess_version: int, files) -> str:
     h = hashlib.sha256()
     h.update(json.dumps({"name": name, "preprocess_version": preprocess_version}).encode())

@@ -1,6 +1,6 @@
-"""Shared downloader: stream a URL to a temp file with a progress bar, verify size / md5,
-rename into place, and unpack zips atomically (downloaded ones, and official zips a user
-put in a data dir).
+"""The one downloader (datasets and GloVe): stream a URL to a temp file with a progress bar,
+verify its size and sha256, rename into place, and unpack zips atomically (downloaded ones,
+and official zips a user put in a data dir).
 
 Only the standard library and tqdm; no network is touched unless an adapter is asked to
 download. When the network is unreachable the error says where to fetch the file by hand.
@@ -11,6 +11,7 @@ import hashlib
 import os
 import shutil
 import socket
+import sys
 import urllib.error
 import urllib.request
 import zipfile
@@ -69,34 +70,37 @@ def _manual(url: str, manual_hint: str) -> str:
     return f"Download it manually from {url}.{hint}"
 
 
-def fetch(url: str, dest, *, md5: str | None = None, size: int | None = None,
+def fetch(url: str, dest, *, sha256: str | None = None, size: int | None = None, md5: str | None = None,
           manual_hint: str = "", timeout: float = 60.0) -> Path:
     """Download ``url`` to ``dest`` (skipped if ``dest`` already exists). The bytes go to a
-    temp file next to ``dest`` and are renamed into place only once size and md5 check out."""
+    temp file next to ``dest`` and are renamed into place only once they check out.
+
+    Every download is checked: its size against ``size`` (else against the server's
+    Content-Length, which catches a cut connection), and its sha256 (and md5) against the
+    published ones when given. Where no checksum is published, the sha256 of what arrived is
+    printed, so it can be compared with a colleague's copy or pinned."""
     dest = Path(dest)
     if dest.exists():
         return dest
-    digest = hashlib.md5()
+    digests = {"sha256": hashlib.sha256(), "md5": hashlib.md5()}
     received = 0
     try:
         request = urllib.request.Request(url, headers={"User-Agent": USER_AGENT})
         # a failed check below raises inside atomic_file, which then drops the partial file
         with atomic_file(dest, suffix=".part") as out, urllib.request.urlopen(request, timeout=timeout) as response:
-            total = response.headers.get("Content-Length")
+            announced = response.headers.get("Content-Length")
+            announced = int(announced) if announced and announced.isdigit() else None
             from tqdm.auto import tqdm
-            with tqdm(total=int(total) if total else size, unit="B", unit_scale=True,
+            with tqdm(total=size or announced, unit="B", unit_scale=True,
                       unit_divisor=1024, desc=dest.name, leave=False) as bar:
                 for chunk in iter(lambda: response.read(CHUNK), b""):
                     out.write(chunk)
-                    digest.update(chunk)
+                    for h in digests.values():
+                        h.update(chunk)
                     received += len(chunk)
                     bar.update(len(chunk))
-            if size is not None and received != size:
-                raise DownloadError(f"{url}: received {received:,} bytes, expected {size:,} "
-                                    f"(truncated or changed upstream). {_manual(url, manual_hint)}")
-            if md5 is not None and digest.hexdigest() != md5.lower():
-                raise DownloadError(f"{url}: md5 {digest.hexdigest()} does not match the expected {md5}; "
-                                    f"the file is corrupt or was changed upstream. {_manual(url, manual_hint)}")
+            _verify(url, received, {k: h.hexdigest() for k, h in digests.items()},
+                    size, announced, {"sha256": sha256, "md5": md5}, manual_hint)
     except urllib.error.HTTPError as e:        # reachable, but the file is not served (moved, 404, 409)
         raise DownloadError(f"could not download {url}: the server answered HTTP {e.code} {e.reason}. "
                             f"{_manual(url, manual_hint)}") from e
@@ -105,6 +109,23 @@ def fetch(url: str, dest, *, md5: str | None = None, size: int | None = None,
         raise DownloadError(f"could not download {url} ({reason}); this machine may be offline. "
                             f"{_manual(url, manual_hint)}") from e
     return dest
+
+
+def _verify(url: str, received: int, got: dict, size, announced, expected: dict, manual_hint: str) -> None:
+    """Raise DownloadError unless what arrived matches every expectation we have."""
+    # a published size outranks the server's word; without either there is nothing to compare
+    want, source = (size, "expected") if size is not None else (announced, "announced by the server")
+    if want is not None and received != want:
+        raise DownloadError(f"{url}: received {received:,} bytes, {source} {want:,} "
+                            f"(truncated or changed upstream). {_manual(url, manual_hint)}")
+    for algo, want in expected.items():
+        if want is not None and got[algo] != want.lower():
+            raise DownloadError(f"{url}: {algo} {got[algo]} does not match the expected {want}; "
+                                f"the file is corrupt or was changed upstream. {_manual(url, manual_hint)}")
+    verified = "verified against the published sha256" if expected["sha256"] else \
+        "no published sha256 to check it against" + (" (md5 verified)" if expected["md5"] else "")
+    print(f"[recboard] downloaded {url}: {received:,} bytes, sha256 {got['sha256']} ({verified})",
+          file=sys.stderr, flush=True)
 
 
 def _strip_common_root(names: list) -> int:
@@ -217,14 +238,15 @@ def unpack_local_zip(name: str, archive, wanted: tuple, official: str) -> Path:
         raise DataFormatError(str(e)) from None
 
 
-def fetch_and_unzip(url: str, target, *, md5: str | None = None, size: int | None = None,
-                    manual_hint: str = "", keep_archive: bool = False) -> Path:
-    """Download the zip at ``url`` next to ``target`` and unpack it into ``target``."""
+def fetch_and_unzip(url: str, target, *, sha256: str | None = None, size: int | None = None,
+                    md5: str | None = None, manual_hint: str = "", keep_archive: bool = False) -> Path:
+    """Download the zip at ``url`` next to ``target`` (checked as ``fetch`` does) and unpack
+    it into ``target``."""
     target = Path(target)
     if target.is_dir():
         return target
     archive = fetch(url, target.parent / PurePosixPath(url.split("?")[0]).name,
-                    md5=md5, size=size, manual_hint=manual_hint)
+                    sha256=sha256, size=size, md5=md5, manual_hint=manual_hint)
     unzip(archive, target)
     if not keep_archive:
         archive.unlink()

@@ -10,7 +10,8 @@ portable inter-process lock, and content hashes.
 * ``atomic_dir``: build a directory under a temp name, publish it with one rename.
 * ``file_lock``: an exclusive lock through the ``filelock`` package (``fcntl`` does not
   exist on Windows), with a timeout that ends in an error saying what to do.
-* ``file_digest`` (whole file, or size + head + tail for huge files) and ``sha256_file``.
+* ``file_digest`` (sha256 of every byte; remembered for big files, see there) and
+  ``sha256_file``.
 
 Only the standard library and ``filelock``: ``recboard.datasets`` imports nothing else of
 ours, and ``models`` / ``benchmarks`` / ``leaderboard`` may all import this module.
@@ -19,15 +20,21 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
 import secrets
 import shutil
 import sys
 import tempfile
+import time
 from pathlib import Path
 
-FULL_HASH_LIMIT = 256 << 20      # files at least this big are hashed by size + head + tail
-PARTIAL_HASH_CHUNK = 8 << 20
+# files at least this big have their digest remembered (hashing 1 GB takes seconds; reading
+# a remembered one, microseconds); smaller ones are simply hashed again
+REMEMBER_DIGEST_MIN = 64 << 20
+# a file modified this recently may still change within its mtime tick (coarse clocks, NFS):
+# its digest is not remembered yet, as git does with "racily clean" index entries
+RACY_WINDOW_NS = 3 * 10**9
 LOCK_TIMEOUT_ENV = "RECBOARD_LOCK_TIMEOUT"
 # Generous: the holder may be downloading and parsing MIND-large, which takes many minutes.
 DEFAULT_LOCK_TIMEOUT_S = 3600.0
@@ -174,19 +181,34 @@ def sha256_file(path) -> str:
     return h.hexdigest()
 
 
-def file_digest(path) -> str:
-    """sha256 of the whole file, or of size + first/last 8 MB for files >= 256 MB (a cheap
-    fingerprint of multi-GB raw files; an edit in the middle of one goes unnoticed)."""
-    size = Path(path).stat().st_size
-    if size < FULL_HASH_LIMIT:
+def file_digest(path, index_dir=None) -> str:
+    """sha256 of every byte of ``path`` (the cache fingerprint of a source file).
+
+    Hashing a multi-GB raw file takes seconds on every run, so for files of at least
+    ``REMEMBER_DIGEST_MIN`` bytes the digest is remembered in ``index_dir`` (default
+    ``<cache>/digests``), one small JSON file per source file, keyed by its absolute path,
+    size, mtime_ns, ctime_ns and inode: rewriting, replacing or ``touch``-ing the file changes
+    one of them (ctime cannot be set back), and then it is hashed again. The index is only a
+    shortcut: an unreadable or stale entry means hashing again, never a wrong digest."""
+    path = Path(path).resolve()
+    st = path.stat()
+    if st.st_size < REMEMBER_DIGEST_MIN:
         return sha256_file(path)
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        h.update(f"partial:{size}".encode())
-        h.update(f.read(PARTIAL_HASH_CHUNK))
-        f.seek(size - PARTIAL_HASH_CHUNK)
-        h.update(f.read(PARTIAL_HASH_CHUNK))
-    return h.hexdigest()
+    key = [str(path), st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
+    entry = Path(index_dir or default_cache_dir() / "digests") / (
+        hashlib.sha256(str(path).encode()).hexdigest()[:32] + ".json")
+    with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+        remembered = json.loads(entry.read_text())
+        if remembered["key"] == key:
+            return remembered["sha256"]
+    digest = sha256_file(path)
+    after = path.stat()
+    # remember only a file that did not change while it was hashed and is not racily recent
+    if [after.st_size, after.st_mtime_ns, after.st_ctime_ns] == key[1:4] and \
+            time.time_ns() - max(after.st_mtime_ns, after.st_ctime_ns) > RACY_WINDOW_NS:
+        with contextlib.suppress(OSError):     # a read-only cache only costs the shortcut
+            atomic_write_text(entry, json.dumps({"key": key, "sha256": digest}))
+    return digest
 
 
 def default_cache_dir() -> Path:

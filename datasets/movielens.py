@@ -19,6 +19,10 @@ from pathlib import Path
 
 PREPROCESS_VERSION = 1
 URL = "https://files.grouplens.org/datasets/movielens/ml-1m.zip"
+# GroupLens publishes the md5; the size and sha256 of the same file are the ones many
+# independent projects pin (TensorFlow's and Keras-RS's MovieLens examples among them)
+SIZE = 5_917_549
+SHA256 = "a6898adb50b9ca05aa231689da44c217cb524e7ebd39d264c56e2832f2c54e20"
 MD5 = "c4d9eecfca2ab87c1945afe126590906"
 MIN_ITEM_RATINGS = 5
 MIN_USER_RATINGS = 5
@@ -55,7 +59,7 @@ def source_files(name: str, data_dir) -> list:
 
 def _download(name: str) -> None:
     from recboard.datasets.download import fetch_and_unzip, raw_dir
-    fetch_and_unzip(URL, raw_dir(name) / "ml-1m", md5=MD5,
+    fetch_and_unzip(URL, raw_dir(name) / "ml-1m", sha256=SHA256, size=SIZE, md5=MD5,
                     manual_hint="Unzip it and pass --data-dir <the folder holding ratings.dat> "
                                 "(or set RECBOARD_ML1M_DIR).")
 

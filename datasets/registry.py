@@ -7,11 +7,14 @@ fingerprint covers). ``load_dataset`` goes through ``recboard.datasets.cache`` s
 training only ever reads the prepared numpy cache, and prints the dataset's notices (e.g.
 MIND news ids missing from news.tsv). Nothing here imports polars or torch, nor any module
 of recboard outside ``recboard.datasets``.
+
+Names not in ``DATASETS`` are resolved by ``recboard.datasets.plugins``: ``csv:PATH`` (your
+own interactions file, ``recboard.datasets.interactions``) and adapters that installed
+packages register under the ``recboard.datasets`` entry-point group.
 """
 from __future__ import annotations
 
 import difflib
-import importlib
 import os
 import sys
 from dataclasses import dataclass
@@ -45,14 +48,22 @@ DATASETS: dict[str, DatasetSpec] = {
                                  "generated sequences with planted item transitions and user tastes (seeded)"),
     "synthetic_mind": DatasetSpec("recboard.datasets.synthetic", "impression",
                                   "generated news impressions with planted user-topic preference (seeded)"),
+    "synthetic_mind_cold": DatasetSpec("recboard.datasets.synthetic", "impression",
+                                       "synthetic_mind whose valid/test candidates are news never seen in training "
+                                       "(cold start)", family="synthetic_mind"),
 }
 
 
 def dataset_spec(name: str) -> DatasetSpec:
     if name not in DATASETS:
-        hint = difflib.get_close_matches(name, DATASETS, n=1)
+        from recboard.datasets import plugins   # csv:PATH and installed plug-ins
+        spec = plugins.dataset_spec(name)
+        if spec is not None:
+            return spec
+        valid = sorted([*DATASETS, *plugins.entry_point_targets(plugins.DATASET_GROUP)])
+        hint = difflib.get_close_matches(name, valid, n=1)
         raise ValueError(f"unknown dataset {name!r}" + (f" (did you mean {hint[0]!r}?)" if hint else "")
-                         + f"; valid datasets: {', '.join(sorted(DATASETS))}")
+                         + f"; valid datasets: {', '.join(valid)}, or csv:PATH for your own file")
     return DATASETS[name]
 
 
@@ -63,8 +74,9 @@ def load_dataset(name: str, data_dir=None, cache_dir=None, download: bool = Fals
         data_dir = os.environ[spec.env_var]
     from recboard.datasets import cache
     from recboard.datasets.files import default_cache_dir
-    adapter = importlib.import_module(spec.module)
-    data = cache.load_or_build(name, adapter, None if data_dir is None else Path(data_dir),
+    from recboard.datasets.plugins import cache_key_and_adapter
+    key, adapter = cache_key_and_adapter(name, spec)
+    data = cache.load_or_build(key, adapter, None if data_dir is None else Path(data_dir),
                                Path(cache_dir) if cache_dir else default_cache_dir(), download)
     for notice in notices(name, data.stats):
         print(f"recboard: {notice}", file=sys.stderr)

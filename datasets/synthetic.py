@@ -9,8 +9,13 @@
 * ``synthetic_mind`` (``generate_news``): news titles drawn from ten topic vocabularies plus
   common words, users who prefer one or two topics, histories and clicks mostly on those
   topics. A title-based model should reach AUC >= 0.8; random scores give 0.5.
+* ``synthetic_mind_cold`` (``generate_news(cold_start=True)``): the same generator, with the
+  news split into three disjoint pools (60/20/20%): train impressions and every history
+  field draw from the first, validation candidates from the second, test candidates from
+  the third. No test candidate occurs in anything a model trains on, so an ID model can
+  only tie them (AUC 0.5) while a model reading titles can rank them (NRMS, text BERT4Rec).
 
-Both are deterministic given the seed; ``build`` ignores ``data_dir``.
+All are deterministic given the seed; ``build`` ignores ``data_dir``.
 """
 from __future__ import annotations
 
@@ -143,8 +148,8 @@ def generate_sequences(n_users: int = 600, n_items: int = 300, min_len: int = 12
 
 
 def generate_news(n_news: int = 1500, n_users: int = 400, n_train: int = 3000, n_test: int = 800,
-                  seed: int = 0, name: str = "synthetic_mind") -> NewsData:
-    from recboard.datasets.mind import in_time_order, time_split
+                  seed: int = 0, name: str = "synthetic_mind", cold_start: bool = False) -> NewsData:
+    from recboard.datasets.mind import VALID_FRACTION, in_time_order, time_split
     rng = np.random.default_rng(seed)
     topics = list(TOPICS)
     vocab = [TOPICS[t].split() for t in topics]
@@ -160,32 +165,42 @@ def generate_news(n_news: int = 1500, n_users: int = 400, n_train: int = 3000, n
         categories.append(topics[topic_of[idx]])
     by_topic = [np.flatnonzero(topic_of == t) for t in range(len(topics))]
     all_news = np.arange(2, n_news + 2)
+    # (train + histories, valid, test) news; cold start: three disjoint pools, else all news each
+    pools = ([all_news] * 3 if not cold_start
+             else np.split(rng.permutation(all_news), [int(0.6 * n_news), int(0.8 * n_news)]))
 
     liked = [rng.choice(len(topics), size=int(rng.integers(1, 3)), replace=False) for _ in range(n_users)]
     liked_pool = [np.concatenate([by_topic[t] for t in tl]) for tl in liked]
+
+    def liked_in(pool: np.ndarray) -> list:
+        """Each user's liked news, restricted to ``pool``."""
+        return liked_pool if pool is all_news else [np.sort(p[np.isin(p, pool)]) for p in liked_pool]
+
+    history_news, history_liked = pools[0], liked_in(pools[0])
     histories = []
     for u in range(n_users):
         size = int(rng.integers(5, 31))
         n_liked = int(rng.binomial(size, 0.9))
-        picks = np.concatenate([rng.choice(liked_pool[u], size=n_liked),
-                                rng.choice(all_news, size=size - n_liked)])
+        picks = np.concatenate([rng.choice(history_liked[u], size=n_liked),
+                                rng.choice(history_news, size=size - n_liked)])
         histories.append(rng.permutation(picks))
 
-    def impressions(count: int, start_time: int) -> Impressions:
+    def impressions(count: int, start_time: int, news: np.ndarray) -> Impressions:
         users = rng.integers(0, n_users, size=count)
         times = start_time + np.cumsum(rng.integers(1, 120, size=count))
+        news_liked = liked_in(news)
         cands, labels = [], []
         for u in users:
             size = int(rng.integers(5, 21))
             n_liked = int(rng.binomial(size, 0.25))
-            c = rng.permutation(np.concatenate([rng.choice(liked_pool[u], size=n_liked),
-                                                rng.choice(all_news, size=size - n_liked)]))
+            c = rng.permutation(np.concatenate([rng.choice(news_liked[u], size=n_liked),
+                                                rng.choice(news, size=size - n_liked)]))
             is_liked = np.isin(topic_of[c], liked[u])
             # clicks follow taste closely, so the best possible AUC is ~0.93, well above 0.8
             lab = (rng.random(size) < np.where(is_liked, P_CLICK_LIKED, P_CLICK_OTHER)).astype(np.int8)
             if lab.sum() == 0:                         # every impression has a click, as in MIND
                 if not is_liked.any():
-                    c[0] = rng.choice(liked_pool[u])
+                    c[0] = rng.choice(news_liked[u])
                     is_liked[0] = True
                 lab[int(np.flatnonzero(is_liked)[0])] = 1
             cands.append(c)
@@ -196,8 +211,13 @@ def generate_news(n_news: int = 1500, n_users: int = 400, n_train: int = 3000, n
         return Impressions(users.astype(np.int32), times.astype(np.int64), h_off, h, c_off, c, lab.astype(np.int8))
 
     t0 = 1_573_430_400                                  # 2019-11-11, MIND's week
-    train, valid = time_split(impressions(n_train, t0))
-    test = in_time_order(impressions(n_test, t0 + 7 * 86_400))
+    if cold_start:   # the time-last valid slice gets news of its own, so it is cut before drawing
+        n_valid = int(round(VALID_FRACTION * n_train))
+        train = in_time_order(impressions(n_train - n_valid, t0, pools[0]))
+        valid = in_time_order(impressions(n_valid, int(train.time.max()), pools[1]))
+    else:
+        train, valid = time_split(impressions(n_train, t0, all_news))
+    test = in_time_order(impressions(n_test, t0 + 7 * 86_400, pools[2]))
     blocks = (train, valid, test)
     n_imp = sum(len(b) for b in blocks)
     stats = {"users": n_users, "news": n_news, "train_impressions": len(train),
@@ -205,6 +225,9 @@ def generate_news(n_news: int = 1500, n_users: int = 400, n_train: int = 3000, n
              "mean_history_len": round(sum(len(b.hist) for b in blocks) / n_imp, 3),
              "mean_candidates": round(sum(len(b.cand) for b in blocks) / n_imp, 3),
              "missing_news_ids": 0, "missing_news_refs": 0, "topics": len(topics), "seed": seed}
+    if cold_start:
+        trained_on = np.concatenate([train.hist, train.cand, test.hist, valid.hist])
+        stats["test_candidates_unseen_in_training"] = float(np.isin(test.cand, trained_on, invert=True).mean())
     news_ids = ["<pad>", "<unknown>", *[f"N{i}" for i in range(1, n_news + 1)]]
     return NewsData(name, news_ids, titles, categories, train, valid, test, n_users, stats=stats)
 
@@ -216,6 +239,7 @@ def source_files(name: str, data_dir) -> list:
 def build(name: str, data_dir, download: bool):
     if name == "synthetic_seq":
         return generate_sequences()
-    if name == "synthetic_mind":
-        return generate_news()
-    raise ValueError(f"synthetic adapter serves 'synthetic_seq' and 'synthetic_mind', not {name!r}")
+    if name in ("synthetic_mind", "synthetic_mind_cold"):
+        return generate_news(name=name, cold_start=name == "synthetic_mind_cold")
+    raise ValueError(f"synthetic adapter serves 'synthetic_seq', 'synthetic_mind' and 'synthetic_mind_cold', "
+                     f"not {name!r}")

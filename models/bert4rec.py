@@ -13,6 +13,13 @@ one "unknown" embedding row: their vectors would never receive a gradient anyway
 MIND most candidate news are never clicked in training. ``describe()["coverage"]`` is the
 fraction of items with a row of their own.
 
+Text items (``--set item_encoder=glove|minilm|bert|distilbert|<HF name or dir>``): item
+vectors come from ``recboard.models.item_tower`` instead -- the item's title through NRMS's
+news encoder, plus an ID embedding if it was seen in training -- as inputs and as the tied
+output layer, so unseen news get real scores. [MASK] is then a learned vector, there is no
+per-item output bias, and training uses a sampled softmax (see the tower).
+``describe()["variant"]`` is "<encoder> titles", which keeps text rows apart on the leaderboard.
+
 Presets (``PRESETS``) follow the paper: hidden 64, 2 layers, 2 heads, dropout 0.1,
 lr 1e-3, batch 256; ML-1m max_len 200 / mask 0.2, Beauty max_len 50 / mask 0.6.
 
@@ -37,12 +44,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from recboard.datasets.batches import PAD, ItemCatalog, SequenceBatch
+from recboard.models.item_tower import TextItemConfig, TextItemTower, check_item_text
 from recboard.models.layers import (TransformerBlock, check_config, float32_logits, init_weights, item_coverage,
-                                    item_rows, rows_to_items)
+                                    item_rows, rows_to_items, with_padding_column)
 
 
 @dataclass
-class BERT4RecConfig:
+class BERT4RecConfig(TextItemConfig):   # + the text item tower's keys (item_encoder, ...: item_tower.py)
     hidden_size: int = 64
     num_layers: int = 2
     num_heads: int = 2
@@ -67,6 +75,10 @@ PRESETS = {
                       "weight_decay": 0.0, "epochs": 20, "patience": 0},
     "synthetic_mind": {"max_len": 50, "hidden_size": 32, "num_layers": 1, "mask_ratio": 0.4,
                        "epochs": 10, "patience": 3},
+    # ~500 click sequences: small batches give enough steps; 10 topics of ~35 words need only
+    # a small title encoder (these keys matter with item_encoder set; ID items score 0.5 here)
+    "synthetic_mind_cold": {"max_len": 20, "batch_size": 32, "lr": 3e-3, "text_heads": 4, "text_head_dim": 8,
+                            "text_query_dim": 32, "text_negatives": 256},
 }
 
 # Petrov & Macdonald-style long training of a larger model (see the module docstring).
@@ -99,6 +111,7 @@ class BERT4Rec(nn.Module):
     def __init__(self, config: BERT4RecConfig, catalog: ItemCatalog):
         super().__init__()
         check_config(config, "bert4rec")
+        check_item_text(config, catalog, "bert4rec")
         if not 0.0 < config.mask_ratio < 1.0:
             raise ValueError(f"bert4rec config key 'mask_ratio' must be in (0, 1), got {config.mask_ratio!r}")
         self.config = config
@@ -109,7 +122,9 @@ class BERT4Rec(nn.Module):
         self.unknown_row = self.n_known + 1
         self.mask_row = self.n_known + 2
         H = config.hidden_size
-        self.item_embedding = nn.Embedding(self.n_known + 3, H, padding_idx=PAD)
+        text = bool(config.item_encoder.strip())
+        # ID items: rows for pad, the known items, unknown and [MASK]; text items: the tower below
+        self.item_embedding = None if text else nn.Embedding(self.n_known + 3, H, padding_idx=PAD)
         self.position_embedding = nn.Embedding(config.max_len, H)
         self.embedding_norm = nn.LayerNorm(H)
         self.embedding_dropout = nn.Dropout(config.dropout)
@@ -118,34 +133,47 @@ class BERT4Rec(nn.Module):
             for _ in range(config.num_layers))
         self.head_dense = nn.Linear(H, H)
         self.head_norm = nn.LayerNorm(H)
-        self.output_bias = nn.Parameter(torch.zeros(self.n_known + 1))  # known rows + unknown row
+        # a per-item bias: known rows + unknown row (a text item's bias would never train if it is unseen)
+        self.output_bias = None if text else nn.Parameter(torch.zeros(self.n_known + 1))
         self.apply(init_weights)
+        # built after init_weights, which would overwrite pretrained word vectors and PLM weights
+        self.item_tower = TextItemTower(config, catalog, H, config.dropout, "bert4rec") if text else None
+        self.mask_vector = nn.Parameter(0.02 * torch.randn(H)) if text else None
 
     def describe(self) -> dict:
-        return item_coverage(self.n_known, self.n_items)
+        return self.item_tower.describe() if self.item_tower else item_coverage(self.n_known, self.n_items)
 
-    def item_vectors(self) -> None:
-        return None  # nothing to pre-encode: scoring reads the output layer directly
+    def item_vectors(self) -> torch.Tensor | None:
+        """Text items: every title encoded once per evaluation. ID items: None, scoring reads
+        the output layer directly."""
+        return self.item_tower.all_items() if self.item_tower else None
 
     def encode(self, rows: torch.Tensor) -> torch.Tensor:
-        """[B, L] embedding rows, left-padded, L <= max_len -> [B, L, H]. Positions are
-        right-aligned, so the most recent position always has the same embedding."""
-        B, L = rows.shape
+        """[B, L] embedding rows (ID items), left-padded, L <= max_len -> [B, L, H]."""
+        return self.contextualize(self.item_embedding(rows), rows != PAD)
+
+    def contextualize(self, x: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+        """[B, L, H] item vectors, left-padded (``real`` False on padding), L <= max_len ->
+        [B, L, H]. Positions are right-aligned, so the most recent position always has the
+        same embedding."""
+        B, L, _ = x.shape
         max_len = self.config.max_len
-        positions = torch.arange(max_len - L, max_len, device=rows.device)
-        x = self.item_embedding(rows) + self.position_embedding(positions)
-        x = self.embedding_dropout(self.embedding_norm(x))
-        keys = rows != PAD
+        positions = torch.arange(max_len - L, max_len, device=x.device)
+        x = self.embedding_dropout(self.embedding_norm(x + self.position_embedding(positions)))
+        keys = real.clone()
         keys[:, -1] = True  # an all-padding row would otherwise attend to nothing (NaN)
         mask = keys[:, None, None, :]
         for block in self.blocks:
             x = block(x, mask)
         return x
 
+    def head(self, hidden: torch.Tensor) -> torch.Tensor:
+        """BERT's output transform, before the dot product with the item vectors."""
+        return self.head_norm(F.gelu(self.head_dense(hidden)))
+
     def output_logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        """[N, H] -> float32 [N, n_known + 1] (own rows, then the shared unknown row)."""
-        h = self.head_norm(F.gelu(self.head_dense(hidden)))
-        return float32_logits(h, self.item_embedding.weight[1:self.unknown_row + 1], self.output_bias)
+        """ID items: [N, H] -> float32 [N, n_known + 1] (own rows, then the shared unknown row)."""
+        return float32_logits(self.head(hidden), self.item_embedding.weight[1:self.unknown_row + 1], self.output_bias)
 
     def mask_positions(self, seq: torch.Tensor) -> torch.Tensor:
         """Bool [B, L]: round(mask_ratio * n) of each row's n real positions (at least one,
@@ -159,18 +187,32 @@ class BERT4Rec(nn.Module):
 
     def loss(self, batch: SequenceBatch) -> torch.Tensor:
         seq = batch.seq[:, -self.config.max_len:]
-        rows = self.item_to_row[seq]
         masked = self.mask_positions(seq)
-        hidden = self.encode(rows.masked_fill(masked, self.mask_row))
+        if self.item_tower is None:
+            rows = self.item_to_row[seq]
+            hidden = self.encode(rows.masked_fill(masked, self.mask_row))
+            candidates, targets = self.item_embedding.weight[1:self.unknown_row + 1], rows[masked] - 1
+        else:
+            # sampled softmax over titles; the masked items are candidates anyway, so encoding
+            # them as inputs too costs nothing (each distinct item is encoded once)
+            inputs, candidates, targets = self.item_tower.training_vectors(seq, seq[masked])
+            inputs = torch.where(masked[..., None], self.mask_vector.to(inputs.dtype), inputs)
+            hidden = self.contextualize(inputs, seq != PAD)
         picked = hidden[masked]
         if picked.size(0) == 0:  # a batch of empty sequences: nothing to predict
             return hidden.sum() * 0.0
-        return F.cross_entropy(self.output_logits(picked), rows[masked] - 1)
+        return F.cross_entropy(float32_logits(self.head(picked), candidates, self.output_bias), targets)
 
     def score(self, batch: SequenceBatch, item_vectors=None) -> torch.Tensor:
         """[B, n_items + 1] scores for the item after ``batch.seq``: the prediction at a
         [MASK] appended to the last ``max_len - 1`` items."""
-        rows = self.item_to_row[batch.seq[:, -(self.config.max_len - 1):]]
-        mask_column = torch.full((rows.size(0), 1), self.mask_row, dtype=rows.dtype, device=rows.device)
-        hidden = self.encode(torch.cat([rows, mask_column], dim=1))[:, -1]
-        return rows_to_items(self.output_logits(hidden), self.item_to_row)
+        seq = batch.seq[:, -(self.config.max_len - 1):]
+        if self.item_tower is None:
+            rows = self.item_to_row[seq]
+            mask_column = torch.full((rows.size(0), 1), self.mask_row, dtype=rows.dtype, device=rows.device)
+            hidden = self.encode(torch.cat([rows, mask_column], dim=1))[:, -1]
+            return rows_to_items(self.output_logits(hidden), self.item_to_row)
+        vectors = self.item_tower.all_items() if item_vectors is None else item_vectors
+        inputs = torch.cat([vectors[seq], self.mask_vector.to(vectors.dtype).expand(len(seq), 1, -1)], dim=1)
+        hidden = self.contextualize(inputs, F.pad(seq != PAD, (0, 1), value=True))[:, -1]
+        return with_padding_column(float32_logits(self.head(hidden), vectors))

@@ -1,4 +1,4 @@
-"""Title encoders for NRMS: news index -> news vector.
+"""Title encoders for NRMS and the text item tower of BERT4Rec / SASRec: news index -> news vector.
 
 * ``GloveNewsEncoder``: word embeddings (GloVe-initialised, fine-tuned) -> multi-head
   self-attention -> additive attention (NRMS, Wu et al. EMNLP'19).
@@ -78,6 +78,27 @@ def length_sorted_chunks(lengths: torch.Tensor) -> list:
     """Index chunks of ENCODE_CHUNK news with similar title lengths, so padding stays small
     when every news is encoded (each chunk is cut to its longest title)."""
     return list(torch.argsort(lengths).split(ENCODE_CHUNK))
+
+
+def encode_each_once(encode, news_ids: torch.Tensor, dedupe: bool = True) -> torch.Tensor:
+    """``encode`` ([n] distinct ids -> [n, dim]) applied to an id tensor of any shape -> [..., dim].
+    With ``dedupe`` every distinct id is encoded once: a batch repeats popular news many times."""
+    flat = news_ids.reshape(-1)
+    if dedupe:
+        unique, inverse = torch.unique(flat, return_inverse=True)
+        vectors = encode(unique)[inverse]
+    else:
+        vectors = encode(flat)
+    return vectors.view(*news_ids.shape, -1)
+
+
+def encode_all(encode, token_lengths: torch.Tensor) -> torch.Tensor:
+    """[n_news, dim]: every news encoded once (evaluation), in chunks of similar title length."""
+    chunks = length_sorted_chunks(token_lengths)
+    encoded = torch.cat([encode(chunk) for chunk in chunks])
+    vectors = torch.empty_like(encoded)
+    vectors[torch.cat(chunks)] = encoded
+    return vectors
 
 
 # ------------------------------------------------------------------ GloVe

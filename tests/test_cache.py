@@ -194,24 +194,33 @@ def test_loading_from_cache_does_not_need_polars_or_raw_files(tmp_path, monkeypa
         load_dataset("ml-1m", cache_dir=tmp_path / "other-cache")
 
 
-def test_fingerprint_hashes_big_files_by_size_head_and_tail(tmp_path, monkeypatch):
-    monkeypatch.setattr(files, "FULL_HASH_LIMIT", 1000)
-    monkeypatch.setattr(files, "PARTIAL_HASH_CHUNK", 100)
+def test_fingerprint_hashes_every_byte_and_remembers_big_files(tmp_path, monkeypatch):
+    monkeypatch.setenv("RECBOARD_CACHE", str(tmp_path / "home"))
+    monkeypatch.setattr(files, "REMEMBER_DIGEST_MIN", 1000)     # "big" without writing 64 MB
+    monkeypatch.setattr(files, "RACY_WINDOW_NS", -1)            # remember even a file written just now
+    hashed = []
+    real_sha256_file = files.sha256_file
+    monkeypatch.setattr(files, "sha256_file", lambda p: hashed.append(Path(p).name) or real_sha256_file(p))
     big = tmp_path / "big.bin"
     raw = bytearray(os.urandom(5000))
     big.write_bytes(bytes(raw))
     fp = cache.fingerprint("x", 1, [big])
-    raw[2500] ^= 1                                           # middle: not covered (documented trade-off)
+    assert cache.fingerprint("x", 1, [big]) == fp and hashed == ["big.bin"]   # re-run: remembered, not re-read
+    assert len(list((tmp_path / "home" / "digests").glob("*.json"))) == 1
+    raw[2500] ^= 1                                           # an edit in the middle is seen
     big.write_bytes(bytes(raw))
-    assert cache.fingerprint("x", 1, [big]) == fp
-    raw[-1] ^= 1                                             # tail: covered
-    big.write_bytes(bytes(raw))
-    assert cache.fingerprint("x", 1, [big]) != fp
+    # the edit lands a second later, as real ones do (the racy window covers same-tick edits)
+    os.utime(big, ns=(big.stat().st_atime_ns, big.stat().st_mtime_ns + 10**9))
+    assert cache.fingerprint("x", 1, [big]) != fp and hashed == ["big.bin"] * 2
+    (tmp_path / "home" / "digests").joinpath(
+        next(p.name for p in (tmp_path / "home" / "digests").glob("*.json"))).write_text("{broken")
+    assert cache.fingerprint("x", 1, [big]) != fp and len(hashed) == 3    # a damaged entry: hashed again
+    monkeypatch.setattr(files, "RACY_WINDOW_NS", 10**18)        # just written: not remembered
     small = tmp_path / "small.bin"
-    small.write_bytes(b"a" * 500)
-    fp_small = cache.fingerprint("x", 1, [small])
-    small.write_bytes(b"a" * 250 + b"b" + b"a" * 249)        # small files: every byte counts
-    assert cache.fingerprint("x", 1, [small]) != fp_small
+    small.write_bytes(b"a" * 1500)
+    files.file_digest(small)
+    files.file_digest(small)
+    assert hashed[-2:] == ["small.bin", "small.bin"]
     assert cache.fingerprint("y", 1, [small]) != cache.fingerprint("x", 1, [small])
 
 

@@ -1,9 +1,8 @@
 """Dataset adapters on small files written here: formats, preprocessing choices, error
-messages (file + line + what was expected), the downloader, and the synthetic generators."""
+messages (file + line + what was expected) and the synthetic generators (the downloader:
+test_downloads.py)."""
 from __future__ import annotations
 
-import hashlib
-import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +11,6 @@ import pytest
 from recboard.datasets import beauty, mind, movielens, synthetic
 from recboard.datasets.batches import UNKNOWN_NEWS
 from recboard.datasets.cache import DataFormatError, load_or_build
-from recboard.datasets.download import DownloadError, fetch, fetch_and_unzip
 
 
 @pytest.fixture(autouse=True)
@@ -228,53 +226,6 @@ def test_missing_files_message_says_where_and_how(tmp_path):
         mind.source_files("mind_demo", None)
 
 
-# --------------------------------------------------------------------------- downloads (file:// only)
-
-def test_fetch_verifies_md5_and_size_and_leaves_no_partial_files(tmp_path):
-    src = write(tmp_path / "src" / "data.bin", b"x" * 5000)
-    md5 = hashlib.md5(src.read_bytes()).hexdigest()
-    out = fetch(src.as_uri(), tmp_path / "dl" / "data.bin", md5=md5, size=5000)
-    assert out.read_bytes() == src.read_bytes()
-    with pytest.raises(DownloadError, match="md5"):
-        fetch(src.as_uri(), tmp_path / "dl" / "other.bin", md5="0" * 32)
-    with pytest.raises(DownloadError, match="expected 4,999"):
-        fetch(src.as_uri(), tmp_path / "dl" / "other.bin", size=4999)
-    with pytest.raises(DownloadError, match=r"offline.*manually from file://.*missing\.zip.*--data-dir X"):
-        fetch((tmp_path / "missing.zip").as_uri(), tmp_path / "dl" / "m.zip", manual_hint="pass --data-dir X")
-    assert sorted(p.name for p in (tmp_path / "dl").iterdir()) == ["data.bin"]
-
-
-def test_unzip_flattens_one_top_folder_and_refuses_unsafe_paths(tmp_path):
-    good = tmp_path / "good.zip"
-    with zipfile.ZipFile(good, "w") as zf:
-        zf.writestr("ml-1m/ratings.dat", GOOD)
-        zf.writestr("ml-1m/README", "hi")
-    target = fetch_and_unzip(good.as_uri(), tmp_path / "raw" / "ml-1m")
-    assert (target / "ratings.dat").read_text() == GOOD and not (tmp_path / "raw" / "good.zip").exists()
-    evil = tmp_path / "evil.zip"
-    with zipfile.ZipFile(evil, "w") as zf:
-        zf.writestr("ok.txt", "fine")
-        zf.writestr("../escape.txt", "bad")
-    with pytest.raises(DownloadError, match="unsafe"):
-        fetch_and_unzip(evil.as_uri(), tmp_path / "raw2" / "x")
-    assert not (tmp_path / "raw2" / "x").exists() and not (tmp_path / "raw2" / "escape.txt").exists()
-
-
-def test_movielens_download_path_end_to_end(tmp_path, monkeypatch):
-    archive = tmp_path / "ml-1m.zip"
-    with zipfile.ZipFile(archive, "w") as zf:
-        zf.writestr("ml-1m/ratings.dat", grouplens_ratings())
-    monkeypatch.setattr(movielens, "URL", archive.as_uri())
-    monkeypatch.setattr(movielens, "MD5", hashlib.md5(archive.read_bytes()).hexdigest())
-    with pytest.raises(FileNotFoundError):
-        load_or_build("ml-1m", movielens, None, tmp_path / "cache", download=False)
-    data = load_or_build("ml-1m", movielens, None, tmp_path / "cache", download=True)
-    assert data.n_users == 6 and data.n_items == 5
-    assert (tmp_path / "home-cache" / "raw" / "ml-1m" / "ml-1m" / "ratings.dat").is_file()
-    again = load_or_build("ml-1m", movielens, None, tmp_path / "cache", download=False)   # no network now
-    assert again.stats["fingerprint"] == data.stats["fingerprint"]
-
-
 # --------------------------------------------------------------------------- synthetic
 
 def test_synthetic_sequences_are_seeded_and_carry_transition_signal():
@@ -344,30 +295,6 @@ def test_synthetic_build_ignores_data_dir(tmp_path):
     assert data.task == "impression" and data.stats["missing_news_refs"] == 0
     with pytest.raises(ValueError, match="synthetic_seq"):
         synthetic.build("synthetic_x", None, False)
-
-
-def test_mind_and_beauty_download_paths(tmp_path, monkeypatch):
-    src = mind_dir(tmp_path)
-    mirror = tmp_path / "mirror"
-    mirror.mkdir()
-    for split in ("train", "dev"):                            # official zips hold the files at the root
-        with zipfile.ZipFile(mirror / f"MINDdemo_{split}.zip", "w") as zf:
-            for f in ("behaviors.tsv", "news.tsv"):
-                zf.write(src / f"MINDsmall_{split}" / f, f)
-    monkeypatch.setattr(mind, "BASE_URL", mirror.as_uri() + "/")
-    data = load_or_build("mind_demo", mind, None, tmp_path / "cache", download=True)
-    assert data.stats["test_impressions"] == 2
-    assert (tmp_path / "home-cache" / "raw" / "mind_demo" / "MINDdemo_dev" / "news.tsv").is_file()
-
-    csv = write(tmp_path / "amazon" / "ratings_Beauty.csv",
-                "".join(f"u{u},i{i},5.0,{100 * u + i}\n" for u in range(5) for i in range(5)))
-    monkeypatch.setattr(beauty, "URL", csv.as_uri())
-    data = beauty.build("beauty", None, download=True)
-    assert data.n_users == 5 and data.stats["source"] == "ratings_Beauty.csv"
-    monkeypatch.setattr(beauty, "URL", (tmp_path / "gone.csv").as_uri())
-    (tmp_path / "home-cache" / "raw" / "beauty" / "ratings_Beauty.csv").unlink()
-    with pytest.raises(DownloadError, match=r"manually.*FeiSun/BERT4Rec"):
-        beauty.build("beauty", None, download=True)
 
 
 def test_line_reader_without_scan_lines(tmp_path, monkeypatch):

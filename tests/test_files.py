@@ -154,6 +154,5 @@ def test_hashes(tmp_path, monkeypatch):
     small = tmp_path / "small.bin"
     small.write_bytes(b"abc" * 1000)
     assert sha256_file(small) == file_digest(small) == hashlib.sha256(b"abc" * 1000).hexdigest()
-    monkeypatch.setattr(files, "FULL_HASH_LIMIT", 1000)
-    monkeypatch.setattr(files, "PARTIAL_HASH_CHUNK", 100)
-    assert file_digest(small) != sha256_file(small)        # big: size + head + tail only
+    monkeypatch.setattr(files, "REMEMBER_DIGEST_MIN", 1000)
+    assert file_digest(small, tmp_path / "index") == sha256_file(small)   # big files too: every byte

@@ -154,3 +154,17 @@ def test_prepare_prints_the_identity(tmp_path, monkeypatch, capsys):
     assert cli.main(["prepare", "--dataset", "synthetic_seq"]) == 0
     out = capsys.readouterr().out
     assert "identity " in out and "600 users" in out
+
+
+def test_tune_final_seeds_reruns_the_best_trial_as_a_group(in_home, tmp_path):
+    path = tmp_path / "final.json"
+    assert cli.main(["tune", "--model", "sasrec", "--dataset", "synthetic_seq", "--trials", "2", "--study", "fs",
+                     "--space", "lr=0.004:0.009", *TINY[:-1], "--set", "patience=0", "--out-dir", str(tmp_path),
+                     "--final-seeds", "2", "--json", str(path)]) == 0
+    from recboard.benchmarks.tracking import get_run
+
+    group = json.loads(path.read_text())
+    assert group["seeds"] == [1, 2] and len(group["runs"]) == 2
+    parent = get_run(group["group_run_id"]).data
+    assert parent.tags["recboard.study"] == "fs" and parent.tags["recboard.kind"] == "group"
+    assert 0.004 <= float(parent.params["lr"]) <= 0.009     # the best trial's, not the preset's 0.003

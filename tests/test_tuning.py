@@ -1,6 +1,7 @@
 """`bench tune`: a real Optuna study over SASRec on synthetic sequences -- resumes to the
-requested total, prunes bad trials, nests one MLflow run per trial, writes plots; Ctrl-C
-leaves a FAIL trial; bad search spaces are clear errors."""
+requested total, prunes bad trials, nests one MLflow run per trial, writes plots; every
+study in one shared storage with its metric named; Ctrl-C leaves a FAIL trial; bad search
+spaces, samplers and pruners are clear errors."""
 from __future__ import annotations
 
 import os
@@ -20,6 +21,11 @@ PNG = b"\x89PNG\r\n\x1a\n"
 SETS = {"epochs": 2, "patience": 0, "device": "cpu", "hidden_size": 16, "num_heads": 1, "num_layers": 1,
         "max_len": 12, "batch_size": 32, "max_steps_per_epoch": 3, "weight_decay": 0.0, "eval_batch_size": 256}
 SPACE = ["lr=1e-7,1e-6,5e-3", "dropout=0.0:0.3"]
+
+
+def shared_storage(root):
+    """The one storage every study lives in (RECBOARD_HOME is root / "home" here)."""
+    return f"sqlite:///{root / 'home' / 'optuna.db'}"
 
 
 @pytest.fixture(scope="module")
@@ -59,9 +65,10 @@ def test_resumes_to_the_requested_total_and_prunes(study):
     root, after_first, second = study
     S = optuna.trial.TrialState
     assert len(after_first) == 3 and all(s in (S.COMPLETE, S.PRUNED) for s in after_first)
-    assert (root / "out" / "sasrec-synthetic_seq.db").exists()          # default sqlite storage
-    reloaded = optuna.load_study(study_name="sasrec-synthetic_seq",
-                                 storage=f"sqlite:///{root / 'out' / 'sasrec-synthetic_seq.db'}")
+    # the shared storage under RECBOARD_HOME, not a file beside the report
+    assert (root / "home" / "optuna.db").exists() and not list((root / "out").glob("*.db"))
+    reloaded = optuna.load_study(study_name="sasrec-synthetic_seq", storage=shared_storage(root))
+    assert reloaded.metric_names == ["valid NDCG@10"]                    # named for optuna-dashboard
     assert len(_finished(reloaded.trials)) == 5 and [t.number for t in reloaded.trials] == [0, 1, 2, 3, 4]
     pruned = [t for t in reloaded.trials if t.state == S.PRUNED]
     complete = [t for t in reloaded.trials if t.state == S.COMPLETE]
@@ -72,8 +79,7 @@ def test_resumes_to_the_requested_total_and_prunes(study):
         assert t.intermediate_values[1] < max(c.intermediate_values[1] for c in complete)
     best = max(complete, key=lambda t: t.value)
     assert best.params["lr"] == 5e-3 and best.value > 0.1       # the learnable choice wins
-    assert tuning.best_params("sasrec-synthetic_seq",
-                              storage=f"sqlite:///{root / 'out' / 'sasrec-synthetic_seq.db'}") == best.params
+    assert tuning.best_params("sasrec-synthetic_seq") == best.params     # --from-study finds it there
     # a study name stays bound to its model: resuming it with another one is refused
     with pytest.raises(TuningError, match="tunes model 'sasrec', not 'bert4rec'"):
         tuning.tune("bert4rec", "synthetic_seq", trials=6, study="sasrec-synthetic_seq", sets=SETS,
@@ -83,6 +89,7 @@ def test_resumes_to_the_requested_total_and_prunes(study):
 def test_one_parent_run_per_call_and_one_nested_run_per_trial(study):
     root, _, second = study
     runs = mlflow.search_runs(search_all_experiments=True)
+    runs = runs[runs["tags.recboard.study"] == "sasrec-synthetic_seq"]   # other tests add studies
     parents = runs[runs["tags.recboard.kind"] == "tune"]
     trials = runs[runs["tags.recboard.kind"] == "trial"]
     assert len(parents) == 2 and set(parents["status"]) == {"FINISHED"}
@@ -97,13 +104,16 @@ def test_one_parent_run_per_call_and_one_nested_run_per_trial(study):
     latest = parents.sort_values("start_time").iloc[-1]
     assert latest["metrics.best_valid/NDCG_at_10"] == pytest.approx(second.best_value)
     artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(latest["run_id"])}
-    assert {"trials.md", "trials.csv", "optimization_history.png", "param_lr.png", "param_dropout.png"} <= artifacts
+    assert {"trials.md", "trials.csv", "optimization_history.png", "param_lr.png", "param_dropout.png",
+            "param_importances.png", "contour.png"} <= artifacts
+    assert set(parents["params.sampler"]) == {"tpe"} and set(parents["params.pruner"]) == {"MedianPruner"}
 
 
 def test_plots_and_trials_table_are_written(study):
     root, _, _ = study
     out = root / "out"
-    for name in ("optimization_history.png", "learning_curves.png", "param_lr.png", "param_dropout.png"):
+    for name in ("optimization_history.png", "learning_curves.png", "param_lr.png", "param_dropout.png",
+                 "param_importances.png", "contour.png"):
         data = (out / name).read_bytes()
         assert data.startswith(PNG) and len(data) > 5000, name
     table = (out / "trials.md").read_text()
@@ -126,7 +136,7 @@ def test_interrupted_trial_is_stored_as_failed(env, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         tuning.tune("sasrec", "synthetic_seq", trials=2, study="interrupted", space=SPACE, sets=SETS, data=data,
                     out_dir=root / "interrupted")
-    stored = optuna.load_study(study_name="interrupted", storage=f"sqlite:///{root / 'interrupted' / 'interrupted.db'}")
+    stored = optuna.load_study(study_name="interrupted", storage=shared_storage(root))
     assert [t.state for t in stored.trials] == [optuna.trial.TrialState.FAIL]
     runs = mlflow.search_runs(search_all_experiments=True, filter_string="tags.`recboard.study` = 'interrupted'")
     assert sorted(zip(runs["tags.recboard.kind"], runs["status"])) == [("trial", "KILLED"), ("tune", "KILLED")]
@@ -144,7 +154,9 @@ def test_interrupted_trial_is_stored_as_failed(env, monkeypatch):
     (dict(space=["lr=1e-4:1e-2"], sets={"lr": 1e-3}), "lr both fixed with --set and searched with --space"),
     (dict(trials=0), "--trials must be >= 1"),
     (dict(timeout="soon"), "--timeout expects seconds"),
-    (dict(study="a/b"), "becomes a file name"),
+    (dict(study="a/b", out_dir=None), "becomes a file name"),      # names the default report folder
+    (dict(sampler="annealing"), "--sampler must be one of tpe, random, qmc, gp, cmaes"),
+    (dict(pruner="early"), "--pruner must be one of median, hyperband, successive-halving, none"),
 ])
 def test_bad_arguments_are_clear_errors(env, kwargs, message):
     root, data = env
@@ -197,3 +209,56 @@ def test_tags_and_run_lookup_go_through_tracking(monkeypatch):
         tracking.tag_filter({"recboard.study": "it's"})
     assert tracking.find_run_id({"recboard.study": "it's"}) is None
     assert not re.search(r"^\s*(import|from)\s+mlflow\b", inspect.getsource(tuning), re.MULTILINE)
+
+
+def test_sampler_and_pruner_by_name_share_the_storage_and_experiment(env, study, monkeypatch):
+    """--sampler random --pruner none: the lr that cannot learn is not pruned; the study joins
+    the others in the one storage (one optuna-dashboard shows them all); --experiment puts
+    the parent run and, with it, every trial's run in that MLflow experiment."""
+    root, data = env
+    monkeypatch.delenv("MLFLOW_EXPERIMENT_NAME", raising=False)
+    tried = tuning.tune("sasrec", "synthetic_seq", trials=2, study="random-none", space=["lr=1e-7,1e-6"],
+                        sets=SETS, data=data, out_dir=root / "random", sampler="random", pruner="none",
+                        experiment="tuning-experiment")
+    assert [t.state for t in tried.trials] == [optuna.trial.TrialState.COMPLETE] * 2
+    assert {"random-none", "sasrec-synthetic_seq"} <= set(optuna.study.get_all_study_names(shared_storage(root)))
+    experiment = mlflow.get_experiment_by_name("tuning-experiment")
+    runs = mlflow.search_runs([experiment.experiment_id])
+    assert sorted(runs["tags.recboard.kind"]) == ["trial", "trial", "tune"]
+    assert set(runs["tags.recboard.study"]) == {"random-none"} and set(runs["params.sampler"].dropna()) == {"random"}
+
+
+def test_samplers_and_pruners_are_built_by_name():
+    from recboard.benchmarks.search_space import make_pruner, make_sampler
+
+    assert isinstance(make_sampler("tpe", 0), optuna.samplers.TPESampler)
+    assert isinstance(make_sampler("random", 0), optuna.samplers.RandomSampler)
+    assert isinstance(make_sampler("qmc", 0), optuna.samplers.QMCSampler)
+    assert isinstance(make_pruner("hyperband", 20), optuna.pruners.HyperbandPruner)
+    assert isinstance(make_pruner("successive-halving", 20), optuna.pruners.SuccessiveHalvingPruner)
+    assert isinstance(make_pruner("none", 20), optuna.pruners.NopPruner)
+    given = optuna.pruners.MedianPruner()
+    assert make_pruner(given, 20) is given
+    import importlib.util
+    if importlib.util.find_spec("cmaes") is None:
+        with pytest.raises(TuningError, match="pip install cmaes"):
+            make_sampler("cmaes", 0)
+
+
+def test_a_study_in_its_old_per_study_file_is_found_then_adopted(env, capsys):
+    """Studies made before the shared storage: --from-study reads the old file, and the first
+    bench tune that resumes one copies it into the shared storage (no trial is retrained)."""
+    root, data = env
+    legacy = root / "home" / "studies" / "old.db"
+    legacy.parent.mkdir(parents=True, exist_ok=True)
+    old = optuna.create_study(study_name="old", storage=f"sqlite:///{legacy}", direction="maximize")
+    old.add_trial(optuna.trial.create_trial(
+        params={"lr": 5e-3, "dropout": 0.1}, value=0.3,
+        distributions={"lr": optuna.distributions.CategoricalDistribution([1e-7, 1e-6, 5e-3]),
+                       "dropout": optuna.distributions.FloatDistribution(0.0, 0.3)}))
+    assert tuning.best_params("old") == {"lr": 5e-3, "dropout": 0.1}
+    tuning.tune("sasrec", "synthetic_seq", trials=1, study="old", space=SPACE, sets=SETS, data=data,
+                out_dir=root / "old", tracking=False)
+    assert "copied from" in capsys.readouterr().err
+    adopted = optuna.load_study(study_name="old", storage=shared_storage(root))
+    assert [t.value for t in adopted.trials] == [0.3] and adopted.metric_names == ["valid NDCG@10"]
