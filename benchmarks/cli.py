@@ -1,7 +1,12 @@
-"""``bench``: list / prepare / run / tune / leaderboard / demo.
+"""``bench``: list / prepare / config / run / eval / compare / tune / leaderboard / demo.
 
 Only argparse and the registries are imported at start-up so ``bench --help`` and
 ``bench list`` are instant; torch, polars, mlflow and transformers load inside commands.
+
+Exit codes: 0 success, 1 a failure while doing the work (missing or malformed data, a run
+that failed, a refused comparison), 2 bad usage (unknown option, model, dataset or config
+key, a value of the wrong type), 130 interrupted. ``--json -`` writes the JSON to stdout
+and the human-readable table to stderr.
 """
 from __future__ import annotations
 
@@ -11,7 +16,17 @@ import os
 import sys
 from pathlib import Path
 
-DEMO_MODELS = ("random", "pop", "sasrec", "bert4rec")
+# bench demo, both tracks in a few CPU minutes: (dataset, model, its own --set values). The news
+# track is cold start, so ID models can only tie and the models reading titles show why they exist.
+DEMO_MODELS = (
+    ("synthetic_seq", "random", ()), ("synthetic_seq", "pop", ()),
+    ("synthetic_seq", "sasrec", ()), ("synthetic_seq", "bert4rec", ()),
+    ("synthetic_mind_cold", "pop", ()),
+    ("synthetic_mind_cold", "nrms_glove", ("epochs=1", "max_steps_per_epoch=40")),
+    ("synthetic_mind_cold", "bert4rec", ()),
+    ("synthetic_mind_cold", "bert4rec", ("item_encoder=glove", "epochs=6")),
+    ("synthetic_mind_cold", "sasrec", ("item_encoder=glove", "epochs=4")),
+)
 
 
 def _add_data_args(p: argparse.ArgumentParser) -> None:
@@ -21,7 +36,9 @@ def _add_data_args(p: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="bench", description="recboard: train, tune and compare sequential and news recommenders.")
+        prog="bench", description="recboard: train, tune and compare sequential and news recommenders.",
+        epilog="exit codes: 0 ok, 1 the work failed, 2 bad usage, 130 interrupted")
+    parser.add_argument("--version", action="version", version=f"recboard {_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
@@ -32,9 +49,15 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_args(p)
     p.add_argument("--download", action="store_true", help="download the official files if not on disk")
 
-    p = sub.add_parser("run", help="train + validate + test one model on one dataset, tracked in MLflow")
-    p.add_argument("--model", required=True)
-    p.add_argument("--dataset", required=True)
+    p = sub.add_parser("run", help="train + validate + test one model on one dataset, tracked in MLflow",
+                       epilog=_run_epilog(), formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", help="a registered model, or package.module:Class (required unless --config / "
+                                   "--from-run name it)")
+    p.add_argument("--dataset", help="a registered dataset, or csv:PATH (required unless --config / --from-run)")
+    p.add_argument("--config", metavar="FILE",
+                   help="start from a TOML or JSON file: model, dataset, preset and config keys (a run's "
+                        "config.json artifact works too); --set still overrides")
+    p.add_argument("--from-run", metavar="RUN_ID", help="replay an MLflow run: its model, dataset and config")
     _add_data_args(p)
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value (repeatable), e.g. --set epochs=50 --set mask_ratio=0.4")
@@ -50,7 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--storage", help="Optuna storage URL for --from-study (default: ~/recboard/optuna.db)")
     p.add_argument("--seeds", metavar="1,2,3",
                    help="train once per seed, grouped in MLflow; --json then holds the mean, std and every seed's run")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--quiet", action="store_true", help="no progress bar and no resolved-config summary")
 
     p = sub.add_parser("eval", help="re-score a run's saved best weights on the test split (any protocol)")
     p.add_argument("--run", required=True, metavar="RUN_ID", help="MLflow run id of a finished bench run")
@@ -98,8 +121,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("leaderboard", help="paper-style tables from the MLflow runs, published numbers beside")
     p.add_argument("--out", help="write to this file (e.g. leaderboard/LEADERBOARD.md) instead of stdout")
-    p.add_argument("--format", choices=("markdown", "csv", "json"),
-                   help="default: from --out's suffix (.md/.csv/.json), else markdown")
+    p.add_argument("--format", choices=("markdown", "csv", "json", "latex"),
+                   help="default: from --out's suffix (.md/.csv/.json/.tex), else markdown")
     p.add_argument("--tracking-uri", action="append",
                    help="read runs from this MLflow store (repeatable: stores from several machines; "
                         "default: as bench run)")
@@ -133,21 +156,37 @@ def cmd_list(args) -> int:
     return 0
 
 
-def stats_table(stats: dict) -> str:
+def stats_table(data, summary=None) -> str:
+    """The statistics papers report (users, items, interactions, density, mean and median
+    length; MIND: news and impressions, ``recboard.leaderboard.datastats``) and then the
+    dataset's own, under a header. The 64-hex fingerprint is cut to the 12 characters that
+    name the cache folder: enough to tell caches apart without dwarfing the table."""
     from tabulate import tabulate
-    rows = [(k, f"{v:,}" if isinstance(v, int) else (f"{v:,.2f}" if isinstance(v, float) else v))
-            for k, v in stats.items() if k not in ("cache_path",)]
-    return tabulate(rows, tablefmt="simple", colalign=("left", "right"))
+
+    from recboard.leaderboard.datastats import DataStats
+    rows = (summary or DataStats.of_data(data)).named()
+    # the adapters' own names for what the rows above already show (the cache path is printed above)
+    shown = ("cache_path", "users", "items", "news", "interactions", "mean_seq_len", "median_seq_len")
+    for key, value in data.stats.items():
+        if key in shown:
+            continue
+        if key == "fingerprint":
+            value = str(value)[:12]
+        rows.append((key, f"{value:,}" if isinstance(value, int) else
+                     (f"{value:,.2f}" if isinstance(value, float) else str(value))))
+    return tabulate(rows, headers=["statistic", "value"], tablefmt="simple", colalign=("left", "right"),
+                    disable_numparse=True)
 
 
 def cmd_prepare(args) -> int:
     from recboard.datasets.registry import load_dataset
+    from recboard.leaderboard.datastats import DataStats
     data = load_dataset(args.dataset, data_dir=args.data_dir, cache_dir=args.cache_dir, download=args.download)
     print(f"{args.dataset}: prepared at {data.stats.get('cache_path', '?')}")
-    shape = data.shape()
-    print(f"identity {data.identity()}: {shape['users']:,} users, {shape['items']:,} items, "
-          f"{shape['interactions']:,} interactions")
-    print(stats_table(data.stats))
+    summary = DataStats.of_data(data)
+    size = ", ".join(f"{text} {name}" for name, text in summary.named()[:3])  # users, items / news, ...
+    print(f"identity {data.identity()}: {size}")
+    print(stats_table(data, summary))
     return 0
 
 
@@ -162,19 +201,60 @@ def metrics_table(results: list) -> str:
 
 
 def write_json_atomic(path: str, obj: dict) -> None:
+    """``--json PATH``: replaced atomically; ``--json -``: printed to stdout."""
+    text = json.dumps(obj, indent=2, default=str) + "\n"
+    if path == "-":
+        sys.stdout.write(text)
+        return
     from recboard.datasets.files import atomic_write_text
-    atomic_write_text(Path(path), json.dumps(obj, indent=2, default=str) + "\n")
+    atomic_write_text(Path(path), text)
+
+
+def _version() -> str:
+    from recboard import __version__
+    return __version__
+
+
+def _run_epilog() -> str:
+    from recboard.datasets.registry import DATASETS
+    from recboard.models.registry import MODELS
+    return (f"models: {', '.join(MODELS)} (or package.module:Class)\n"
+            f"datasets: {', '.join(DATASETS)} (or csv:PATH)\n"
+            "config keys: `bench config --model M --dataset D` lists every key with its value and where it "
+            "came from;\n  set them with --set KEY=VALUE (README: Everyday use)")
+
+
+def replayed(args) -> tuple:
+    """(model, dataset, preset, config keys) of a replayed run (--from-run / --config); the
+    command line's --model, --dataset and --preset win over what the run or file names."""
+    from recboard.benchmarks import config as C
+
+    base = C.from_run(args.from_run) if args.from_run else C.from_file(args.config) if args.config else {}
+    named = {key: base.pop(key, None) for key in ("model", "dataset", "preset")}
+    model, dataset = args.model or named["model"], args.dataset or named["dataset"]
+    if not model or not dataset:
+        raise C.ConfigError("bench run needs --model and --dataset (or --config / --from-run naming them)")
+    preset = args.preset if args.preset != "default" else (named["preset"] or "default")
+    return model, dataset, preset, base
 
 
 def cmd_run(args) -> int:
     from recboard.benchmarks import config as C
     from recboard.benchmarks.runner import run
 
-    sets = C.parse_sets(args.set)
+    model, dataset, preset, base = replayed(args)
+    tuned = {}
     if args.from_study:
         from recboard.benchmarks.tuning import best_params
-        sets = {**best_params(args.from_study, storage=args.storage), **sets}
-    cfg = C.resolve(args.model, args.dataset, sets, preset=args.preset)
+        tuned = best_params(args.from_study, storage=args.storage)
+    source = f"run {args.from_run}" if args.from_run else str(args.config)
+    cfg = C.resolve(model, dataset, args.set, preset=preset,
+                    layers=[(base, source), (tuned, f"study {args.from_study}")])
+    if args.seeds is not None:
+        from recboard.benchmarks.seeds import parse_seeds
+        parse_seeds(args.seeds)
+    if not args.quiet:
+        print(C.describe(cfg), file=sys.stderr)
     if args.resume and not args.checkpoint_dir:
         raise C.ConfigError("--resume needs --checkpoint-dir (where the interrupted run wrote its checkpoints)")
     if args.experiment:  # MLflow's own variable, so every run this command starts goes there
@@ -191,11 +271,13 @@ def cmd_run(args) -> int:
 
 
 def report(table: str, recorded: str | None, json_path: str | None, obj: dict) -> int:
-    """Print a command's table and where MLflow recorded it; write ``obj`` to ``--json``."""
-    print(table)
+    """Print a command's table and where MLflow recorded it (on stderr when the JSON goes to
+    stdout); write ``obj`` to ``--json``."""
+    out = sys.stderr if json_path == "-" else sys.stdout
+    print(table, file=out)
     if recorded:
         from recboard.benchmarks.tracking import tracking_uri
-        print(f"{recorded} in {tracking_uri()}")
+        print(f"{recorded} in {tracking_uri()}", file=out)
     if json_path:
         write_json_atomic(json_path, obj)
     return 0
@@ -292,25 +374,44 @@ def cmd_leaderboard(args) -> int:
 
 
 def cmd_demo(args) -> int:
-    """Trains the four sequence models on synthetic data, tracked, then the leaderboard."""
+    """Trains ``DEMO_MODELS`` (sequence models on synthetic_seq; NRMS, ID and text BERT4Rec /
+    SASRec on cold-start synthetic news), tracked, then one table per dataset and the leaderboard."""
+    import dataclasses
+
     from recboard.benchmarks import config as C
     from recboard.benchmarks.runner import run
     from recboard.benchmarks.tracking import tracking_uri
 
-    results = []
-    for model in DEMO_MODELS:
-        print(f"== {model} on synthetic_seq", file=sys.stderr)
-        cfg = C.resolve(model, "synthetic_seq", args.set)
-        results.append(run(cfg, progress=True))
-    print(metrics_table(results))
-    print(f"\nruns recorded in {tracking_uri()}  (open: mlflow ui --backend-store-uri {tracking_uri()})\n")
+    results: dict = {}
+    for dataset, model, sets in DEMO_MODELS:
+        encoder = C.parse_sets(sets).get("item_encoder")
+        label = f"{model} ({encoder} titles)" if encoder else model
+        print(f"== {label} on {dataset}", file=sys.stderr)
+        result = run(C.resolve(model, dataset, [*sets, *args.set]), progress=True)
+        results.setdefault(dataset, []).append(dataclasses.replace(result, model=label))
+    for rows in results.values():
+        print(metrics_table(rows) + "\n")
+    print(f"runs recorded in {tracking_uri()}  (open: mlflow ui --backend-store-uri {tracking_uri()})\n")
     from recboard.leaderboard import render
-    print(render.build(fmt="markdown", datasets=["synthetic_seq"]))
+    print(render.build(fmt="markdown", datasets=list(results)))
     return 0
 
 
 COMMANDS = {"list": cmd_list, "prepare": cmd_prepare, "run": cmd_run, "config": cmd_config, "tune": cmd_tune,
             "leaderboard": cmd_leaderboard, "demo": cmd_demo, "eval": cmd_eval, "compare": cmd_compare}
+
+
+EXIT_FAILURE, EXIT_USAGE = 1, 2
+
+
+def usage_errors() -> tuple:
+    """Errors that mean the command was asked for wrongly, as argparse's own (exit code 2)."""
+    from recboard.benchmarks.config import ConfigError
+    from recboard.benchmarks.search_space import TuningError
+    from recboard.benchmarks.seeds import SeedsError
+    from recboard.datasets.registry import UnknownDatasetError
+    from recboard.models.registry import UnknownNameError
+    return ConfigError, SeedsError, TuningError, UnknownDatasetError, UnknownNameError
 
 
 def _interrupt_on_sigterm():
@@ -336,11 +437,16 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("bench: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # the reader went away (`bench prepare | head`): stop quietly, and keep Python from
+        # complaining when it flushes stdout on the way out
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
     except (ValueError, OSError, RuntimeError, ImportError) as exc:
         if os.environ.get("RECBOARD_DEBUG"):
             raise
         print(f"bench {args.command}: error: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE if isinstance(exc, usage_errors()) else EXIT_FAILURE
     finally:
         if "torch.distributed" in sys.modules:
             import torch.distributed as dist

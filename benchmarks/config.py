@@ -138,11 +138,12 @@ def parse_sets(pairs: list) -> dict:
 
 
 def resolve(model_name: str, dataset_name: str, sets: list | dict | None = None,
-            preset: str = "default") -> RunConfig:
+            preset: str = "default", layers: list | None = None) -> RunConfig:
     """Build the run configuration: dataclass defaults -> task preset -> the model's
     ``PRESETS`` -> the named ``preset`` (``NAMED_PRESETS[preset]``), if any -> ``sets``.
     Presets are keyed by "*", the dataset's family (e.g. "mind"), then the dataset itself,
-    applied in that order."""
+    applied in that order. ``layers``: [(values, source)] applied after the presets and
+    before ``sets`` (``bench run --config`` / ``--from-run`` / ``--from-study``)."""
     from recboard.datasets.registry import dataset_spec
     from recboard.models.registry import model_class, model_presets, model_spec
 
@@ -158,6 +159,8 @@ def resolve(model_name: str, dataset_name: str, sets: list | dict | None = None,
         for key in dict.fromkeys(("*", dataset.family, dataset_name)):
             if key and key in presets[name]:
                 apply(run, presets[name][key], f"preset {model_name}/{key}" + ("" if name == "default" else f" ({name})"))
+    for values, source in layers or []:   # a replayed run or config file, a tuned study
+        apply(run, values, source)
     updates = parse_sets(sets) if isinstance(sets, (list, tuple)) else dict(sets or {})
     apply(run, updates, "--set")
     validate(run, dataset.task)
@@ -177,3 +180,62 @@ def validate(run: RunConfig, task: str) -> None:
     for key in ("epochs", "batch_size", "eval_batch_size", "max_len", "history_len", "npratio"):
         if getattr(t, key) < (0 if key == "epochs" else 1):
             raise ConfigError(f"config key {key!r} must be positive, got {getattr(t, key)}")
+
+
+# --------------------------------------------------------------------------- replay
+
+def from_file(path) -> dict:
+    """Model, dataset, preset and config keys from a TOML or JSON file. Flat keys, a
+    ``[config]`` table, or a run's ``config.json`` / ``model/config.json`` artifact."""
+    import json
+    from pathlib import Path
+
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as err:
+        raise ConfigError(f"--config {path}: cannot read it ({err.strerror})") from None
+    try:
+        if path.suffix.lower() == ".toml":
+            try:
+                import tomllib
+            except ModuleNotFoundError:   # Python 3.10
+                import tomli as tomllib
+            data = tomllib.loads(text)
+        else:
+            data = json.loads(text)
+    except ValueError as err:
+        kind = "TOML" if path.suffix.lower() == ".toml" else "JSON"
+        raise ConfigError(f"--config {path}: not valid {kind} ({err})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"--config {path}: expected a table of keys, got {type(data).__name__}")
+    nested = data.get("config")
+    flat = {k: v for k, v in data.items() if k not in ("config", "sources", "dataset_stats", "identity")}
+    return {**flat, **(nested if isinstance(nested, dict) else {})}
+
+
+def from_run(run_id: str) -> dict:
+    """Model, dataset and the whole resolved config of a recorded run (its config.json)."""
+    import json
+
+    from recboard.benchmarks.tracking import download_artifact, get_run
+
+    tags = get_run(run_id).data.tags
+    path = download_artifact(run_id, "config.json")
+    if path is None:
+        raise ConfigError(f"run {run_id} has no config.json artifact to replay")
+    config = json.loads(path.read_text()).get("config", {})
+    return {"model": tags.get("recboard.model"), "dataset": tags.get("recboard.dataset"), **config}
+
+
+def describe(run: RunConfig) -> str:
+    """The values that differ from the dataclass defaults, grouped by where they came from:
+    printed before a run so its log says exactly what was trained."""
+    by_source: dict = {}
+    flat = run.flat()
+    for key, value in flat.items():   # in the config dataclasses' order
+        if key in run.sources:
+            by_source.setdefault(run.sources[key], []).append(f"{key}={value}")
+    lines = [f"recboard: {run.model_name} on {run.dataset_name}, config (defaults not listed):"]
+    lines += [f"  {source}: {', '.join(keys)}" for source, keys in by_source.items()]
+    return "\n".join(lines)

@@ -61,14 +61,22 @@ def system_metrics() -> bool | None:
     return importlib.util.find_spec("psutil") is not None
 
 
-def setup(experiment: str | None = None):
-    """Point MLflow at our store and experiment (``experiment_name``); returns the mlflow
-    module."""
+def quiet_mlflow():
+    """The mlflow module, with its and alembic's INFO lines (schema migrations of a new
+    store) kept out of the commands' output."""
     import logging
+
     import mlflow
 
     logging.getLogger("alembic").setLevel(logging.WARNING)
     logging.getLogger("mlflow").setLevel(logging.WARNING)
+    return mlflow
+
+
+def setup(experiment: str | None = None):
+    """Point MLflow at our store and experiment (``experiment_name``); returns the mlflow
+    module."""
+    mlflow = quiet_mlflow()
     uri = tracking_uri()
     if uri.startswith("sqlite:///"):
         Path(uri[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
@@ -130,8 +138,7 @@ def tag_filter(tags: dict, status: str | None = None) -> str:
 def search_runs(filter_string: str, tracking_uri: str | None = None, **kwargs):
     """``mlflow.search_runs`` over every experiment of the store at ``tracking_uri``
     (default: the current one), leaving MLflow's global tracking URI as it was."""
-    import mlflow
-
+    mlflow = quiet_mlflow()
     previous = mlflow.get_tracking_uri()
     if tracking_uri is not None:
         mlflow.set_tracking_uri(tracking_uri)
@@ -278,7 +285,7 @@ class NullTracker:
 def get_run(run_id: str, store: str | None = None):
     """The MLflow run ``run_id`` in ``store`` (a tracking URI; default: the current one); a
     one-line error naming the store when it is not there."""
-    import mlflow
+    mlflow = quiet_mlflow()
     from mlflow.exceptions import MlflowException
 
     uri = store or tracking_uri()

@@ -51,7 +51,9 @@ def restore_rng(states: dict, sampler: np.random.Generator) -> None:
 
 
 def _progress(iterable, total: int, desc: str, enabled: bool):
-    if not enabled:
+    """A tqdm bar on a terminal; in a log file its redraws would be noise (the per-epoch
+    line is printed either way)."""
+    if not (enabled and sys.stderr.isatty()):
         return iterable
     from tqdm.auto import tqdm
     return tqdm(iterable, total=total, desc=desc, leave=False, dynamic_ncols=True, file=sys.stderr)

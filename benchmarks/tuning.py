@@ -277,6 +277,10 @@ def _check_resume(study, model: str, dataset: str, metric: str, search: dict, fi
             study.set_metric_names([f"valid {metric}"])
 
 
+class TrialsFailedError(RuntimeError):
+    """The study could not go on (a failure of the work, not of how it was asked for)."""
+
+
 class _SurplusTrial(RuntimeError):
     """Another worker already started the trial that reaches the target count."""
 
@@ -314,13 +318,13 @@ def _optimize(study, objective, trials: int, timeout_s: float | None) -> None:
         # KeyboardInterrupt inside a trial: Optuna stores the trial as FAIL, then re-raises
         study.optimize(gated, n_trials=1, catch=(ValueError, RuntimeError), gc_after_trial=False)
         if "number" not in mine:  # the trial never reached the objective (storage error)
-            raise TuningError("Optuna could not start a trial; see the log above")
+            raise TrialsFailedError("Optuna could not start a trial; see the log above")
         last = study.get_trials(deepcopy=False)[mine.pop("number")]
         if last.user_attrs.get("surplus"):
             continue
         failures = failures + 1 if last.state == S.FAIL else 0
         if failures >= MAX_FAILURES_IN_ROW:
-            raise TuningError(f"{failures} trials failed in a row; last error: "
+            raise TrialsFailedError(f"{failures} trials failed in a row; last error: "
                               f"{last.user_attrs.get('error', 'see the log above')}")
 
 

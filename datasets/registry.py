@@ -21,6 +21,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 
+class UnknownDatasetError(ValueError):
+    """A dataset name nobody registered: bad usage (``bench`` exits with code 2)."""
+
+
 @dataclass(frozen=True)
 class DatasetSpec:
     module: str
@@ -62,7 +66,7 @@ def dataset_spec(name: str) -> DatasetSpec:
             return spec
         valid = sorted([*DATASETS, *plugins.entry_point_targets(plugins.DATASET_GROUP)])
         hint = difflib.get_close_matches(name, valid, n=1)
-        raise ValueError(f"unknown dataset {name!r}" + (f" (did you mean {hint[0]!r}?)" if hint else "")
+        raise UnknownDatasetError(f"unknown dataset {name!r}" + (f" (did you mean {hint[0]!r}?)" if hint else "")
                          + f"; valid datasets: {', '.join(valid)}, or csv:PATH for your own file")
     return DATASETS[name]
 

@@ -11,6 +11,13 @@ best value of a column is bold and carries † when a paired test on the same te
 finds it better than the runner-up (p < 0.05, Holm-corrected). ``build()`` does both;
 ``bench leaderboard`` writes the text with ``recboard.datasets.files.atomic_write_text``.
 
+Formats: markdown (with a "Datasets" section of the data's statistics,
+``recboard.leaderboard.datastats``), csv, json and LaTeX (``recboard.leaderboard.latex``).
+The csv has one column per metric: MIND's nDCG@5 / nDCG@10 are the same measure as the
+sequences' NDCG@5 / NDCG@10 (normalised DCG of the ranked list at k), so they fill the
+``NDCG@5`` / ``NDCG@10`` columns and a spreadsheet can sort one column across tables;
+markdown, json and LaTeX keep each protocol's own names.
+
 MLflow is read through ``recboard.benchmarks.tracking``. Heavy imports (mlflow, pandas,
 tabulate, scipy) happen inside the functions: the CLI imports this module for ``bench --help``.
 """
@@ -24,6 +31,7 @@ from datetime import datetime, timezone
 
 from recboard.benchmarks import tracking
 from recboard.benchmarks.config import PROTOCOLS
+from recboard.leaderboard import datastats
 from recboard.leaderboard.references import References, load_references, table_metrics
 from recboard.leaderboard.runs import ALL_METRICS, UNKNOWN_DATA, collect, row_label, significance_marks
 
@@ -205,14 +213,16 @@ SAMPLED_NOTE = (
     "Krichene & Rendle (\"On Sampled Metrics for Item Recommendation\", KDD'20) show sampled "
     "metrics are inconsistent with the exact ones. Popularity-sampled negatives are harder than uniform ones, which is why the same model "
     "scores lower under sampled-pop100 than under sampled-uni100.")
-CSV_COLUMNS = ["dataset", "identity", "protocol", "model", "source", "citation", *ALL_METRICS,
-               *[f"{m} std" for m in ALL_METRICS], "n_seeds", "selected_by", "valid", "train_time_s",
+CSV_NAMES = {f"nDCG@{k}{s}": f"NDCG@{k}{s}" for k in (5, 10) for s in ("", " std")}  # see the docstring
+CSV_METRICS = [m for m in ALL_METRICS if m not in CSV_NAMES]
+CSV_COLUMNS = ["dataset", "identity", "protocol", "model", "source", "citation", *CSV_METRICS,
+               *[f"{m} std" for m in CSV_METRICS], "n_seeds", "selected_by", "valid", "train_time_s",
                "wall_time_s", "device", "n_params", "run_id", "git_commit"]
 
 
 def render(df, references=None, fmt: str = "markdown", commit: str | None = None,
            date: str | None = None, models=None, datasets=None, significance: bool = True) -> str:
-    """The leaderboard as markdown, csv or json. ``df`` comes from ``collect()``;
+    """The leaderboard as markdown, csv, json or latex. ``df`` comes from ``collect()``;
     ``references``: a ``References``, a path to a toml file, None (the packaged
     references.toml) or False (no published rows); ``models``: model names that get a
     "—" row where they have no result (default: every model with a run in ``df``);
@@ -231,8 +241,8 @@ def render(df, references=None, fmt: str = "markdown", commit: str | None = None
         return _render_markdown(tables, references, commit, date)
     if fmt == "csv":
         import pandas as pd
-        return pd.DataFrame([r for t in tables for r in _records(t)], columns=CSV_COLUMNS).to_csv(
-            index=False, lineterminator="\n")
+        records = [{CSV_NAMES.get(k, k): v for k, v in r.items()} for t in tables for r in _records(t)]
+        return pd.DataFrame(records, columns=CSV_COLUMNS).to_csv(index=False, lineterminator="\n")
     if fmt == "json":
         out = {"commit": commit, "date": date, "tables": [], "citations": references.citations}
         for t in tables:
@@ -242,7 +252,10 @@ def render(df, references=None, fmt: str = "markdown", commit: str | None = None
                                   "title": t.title, "data": t.data, "metrics": list(table_metrics(t.protocol)),
                                   "significant": t.marks, "rows": rows})
         return json.dumps(out, indent=2, ensure_ascii=False) + "\n"
-    raise ValueError(f"unknown leaderboard format {fmt!r}; expected markdown, csv or json")
+    if fmt == "latex":
+        from recboard.leaderboard.latex import render_latex  # it imports this module's helpers
+        return render_latex(tables, references, commit, date)
+    raise ValueError(f"unknown leaderboard format {fmt!r}; expected markdown, csv, json or latex")
 
 
 def _records(table: Table) -> list:
@@ -287,6 +300,7 @@ def _render_markdown(tables, references: References, commit: str, date: str) -> 
                   f"Selected by validation {', '.join(selected)} (higher is better).", "",
                   _markdown_table(table), ""]
         cited.update(ref.citation for ref in table.published)
+    lines += datastats.markdown_section(tables, DATASET_TITLES, UNKNOWN_DATA)
     cited.add("krichene2020sampled")  # the note below
     lines += ["### Notes", "", SAMPLED_NOTE, ""]
     cited = [key for key in references.citations if key in cited]
@@ -303,7 +317,7 @@ def _render_markdown(tables, references: References, commit: str, date: str) -> 
 
 # --------------------------------------------------------------------------- build
 
-FORMATS = {".md": "markdown", ".markdown": "markdown", ".csv": "csv", ".json": "json"}
+FORMATS = {".md": "markdown", ".markdown": "markdown", ".csv": "csv", ".json": "json", ".tex": "latex"}
 
 
 def build(fmt: str = "markdown", tracking_uri: str | None = None, references=None,

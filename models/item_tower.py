@@ -33,6 +33,7 @@ from torch import nn
 from recboard.datasets.batches import PAD, ItemCatalog
 from recboard.models.encoders import EncoderNotFoundError, build_news_encoder, encode_all, encode_each_once
 from recboard.models.layers import init_weights, item_rows
+from recboard.models.registry import UnknownNameError
 
 # short names for --set item_encoder=...; anything else is a Hugging Face name or directory
 ENCODER_ALIASES = {"glove": "glove", "minilm": "all-MiniLM-L6-v2", "bert": "bert-base-uncased",
@@ -70,7 +71,7 @@ def check_item_text(config: TextItemConfig, catalog: ItemCatalog, model_name: st
         raise ValueError(f"dataset {catalog.name!r}: item_text has {len(catalog.item_text)} entries, "
                          f"expected n_items + 1 = {catalog.n_items + 1} (index 0 = padding)")
     if name.startswith((".", "/", "~")) and not Path(name).expanduser().is_dir():
-        raise ValueError(f"{model_name} item_encoder {name!r} is not a directory; valid: "
+        raise UnknownNameError(f"{model_name} item_encoder {name!r} is not a directory; valid: "
                          f"{', '.join(ENCODER_ALIASES)}, a Hugging Face model name or a local model directory")
     if config.text_negatives == 0 or config.text_negatives < -1:
         raise ValueError(f"{model_name} config key 'text_negatives' must be >= 1 or -1 (all seen items), "
@@ -78,8 +79,9 @@ def check_item_text(config: TextItemConfig, catalog: ItemCatalog, model_name: st
 
 
 def load_news_encoder(config: TextItemConfig, texts: list, dropout: float, model_name: str) -> nn.Module:
-    """NRMS's title encoder for ``config.item_encoder``; an encoder that cannot be found is one
-    line naming it (with the short name it was probably meant to be)."""
+    """NRMS's title encoder for ``config.item_encoder``. One that cannot be found is one line:
+    the loader's (how to get a Hugging Face model here), or, for a name close to a short name,
+    an unknown-name error with the short name it was probably meant to be."""
     name = config.item_encoder.strip()
     # the names build_news_encoder reads (NRMS's config keys); GloVe words stay trainable as in NRMS
     settings = SimpleNamespace(encoder=ENCODER_ALIASES.get(name.lower(), name), title_len=config.title_len,
@@ -91,10 +93,12 @@ def load_news_encoder(config: TextItemConfig, texts: list, dropout: float, model
         return build_news_encoder(settings, texts)
     except EncoderNotFoundError as exc:
         hint = difflib.get_close_matches(name.lower(), ENCODER_ALIASES, n=1)
-        raise EncoderNotFoundError(f"unknown {model_name} item_encoder {name!r}"
-                                   + (f" (did you mean {hint[0]!r}?)" if hint else "")
-                                   + f"; valid: {', '.join(ENCODER_ALIASES)} or a Hugging Face model. "
-                                   + str(exc).replace("--set encoder=", "--set item_encoder=")) from None
+        if not hint:   # a Hugging Face name not available here: the loader says how to get it (our key)
+            raise EncoderNotFoundError(str(exc).replace("--set encoder=", "--set item_encoder=")) from None
+        # a misspelt short name is bad usage, like an unknown model name
+        raise UnknownNameError(f"unknown {model_name} item_encoder {name!r} (did you mean {hint[0]!r}?); valid: "
+                               f"{', '.join(ENCODER_ALIASES)}, a Hugging Face model name or a local directory "
+                               f"({str(exc).split(':')[0]})") from None
 
 
 class TextItemTower(nn.Module):

@@ -106,13 +106,18 @@ MODELS: dict[str, ModelSpec] = {
 }
 
 
+class UnknownNameError(ValueError):
+    """A model (or, in ``recboard.datasets.registry``, dataset) name nobody registered: bad
+    usage, which ``bench`` reports with exit code 2."""
+
+
 def unknown_name_error(kind: str, name: str, valid) -> ValueError:
     valid = sorted(valid)
     hint = difflib.get_close_matches(name, valid, n=1)
     msg = f"unknown {kind} {name!r}"
     if hint:
         msg += f" (did you mean {hint[0]!r}?)"
-    return ValueError(msg + f"; valid {kind}s: {', '.join(valid)}")
+    return UnknownNameError(msg + f"; valid {kind}s: {', '.join(valid)}")
 
 
 def model_spec(name: str) -> ModelSpec:

@@ -63,6 +63,7 @@ class Case:
     argv: tuple    # "{data}" and "{json}" are filled in
     error: str     # regex the message must match; "{data}" becomes the escaped data dir
     leaves_cache_of: str = ""   # a dataset whose *complete* prepared cache may remain
+    exit_code: int = 1          # 1: the work failed (bad data, no GPU); 2: bad usage (unknown name or key)
 
 
 def prepare(dataset: str) -> tuple:
@@ -155,13 +156,13 @@ CASES = [
          r"^{data}/MINDsmall_train/behaviors\.tsv, line 3: expected candidates like 'N1234-1' .*, got 'N1-x'$"),
     # 15-24: configuration
     Case("--set unknown key", {}, synthetic_run("epoch=3"),
-         r"^unknown config key 'epoch' \(from --set\); did you mean 'epochs'\?; valid keys: amp, batch_size, "),
-    Case("--set wrong type", {}, synthetic_run("lr=fast"), r"^config key 'lr' expects float, got 'fast'$"),
-    Case("--set without =", {}, synthetic_run("epochs"), r"^--set expects key=value, got 'epochs'$"),
+         r"^unknown config key 'epoch' \(from --set\); did you mean 'epochs'\?; valid keys: amp, batch_size, ", exit_code=2),
+    Case("--set wrong type", {}, synthetic_run("lr=fast"), r"^config key 'lr' expects float, got 'fast'$", exit_code=2),
+    Case("--set without =", {}, synthetic_run("epochs"), r"^--set expects key=value, got 'epochs'$", exit_code=2),
     Case("unknown model", {}, ("run", "--model", "sasrek", "--dataset", "ml-1m", "--json", "{json}"),
-         r"^unknown model 'sasrek' \(did you mean 'sasrec'\?\); valid models: bert4rec, .*pop, random, sasrec$"),
+         r"^unknown model 'sasrek' \(did you mean 'sasrec'\?\); valid models: bert4rec, .*pop, random, sasrec$", exit_code=2),
     Case("unknown dataset", {}, ("prepare", "--dataset", "movielens"),
-         r"^unknown dataset 'movielens'; valid datasets: beauty, mind_demo, mind_large, mind_small, ml-1m, "),
+         r"^unknown dataset 'movielens'; valid datasets: beauty, mind_demo, mind_large, mind_small, ml-1m, ", exit_code=2),
     # the model is built after the (valid, synthetic) data is prepared, so that cache may remain
     Case("encoder not available offline", {},
          ("run", "--model", "nrms_bert", "--dataset", "synthetic_mind", "--set", "encoder=no-such-org/no-such-model",
@@ -173,14 +174,14 @@ CASES = [
     Case("cuda without a GPU", {}, synthetic_run("device=cuda"),
          r"^device 'cuda' requested but no CUDA GPU is available \(use --set device=cpu or device=auto\)$"),
     Case("--resume without --checkpoint-dir", {}, synthetic_run() + ("--resume",),
-         r"^--resume needs --checkpoint-dir \(where the interrupted run wrote its checkpoints\)$"),
+         r"^--resume needs --checkpoint-dir \(where the interrupted run wrote its checkpoints\)$", exit_code=2),
     Case("protocol=sampled", {}, synthetic_run("protocol=sampled", model="sasrec"),
-         r"^protocol must be one of full, sampled-uni100, sampled-pop100, got 'sampled'$"),
+         r"^protocol must be one of full, sampled-uni100, sampled-pop100, got 'sampled'$", exit_code=2),
     Case("metric=AUC on sequences", {}, synthetic_run("metric=AUC"),
-         r"^metric for sequence data must be one of HR@1, HR@5, HR@10, NDCG@5, NDCG@10, MRR, got 'AUC'$"),
+         r"^metric for sequence data must be one of HR@1, HR@5, HR@10, NDCG@5, NDCG@10, MRR, got 'AUC'$", exit_code=2),
     Case("tune --space unknown key", {},
          ("tune", "--model", "sasrec", "--dataset", "synthetic_seq", "--trials", "1", "--space", "nosuchkey=1:2"),
-         r"^--space 'nosuchkey=1:2': unknown config key 'nosuchkey'; valid keys: .*hidden_size.*"),
+         r"^--space 'nosuchkey=1:2': unknown config key 'nosuchkey'; valid keys: .*hidden_size.*", exit_code=2),
 ]
 
 
@@ -235,7 +236,7 @@ def test_bad_input_gives_a_clear_error_and_writes_nothing(case, user_env, capsys
     before = snapshot(user_env)
     argv = [a.replace("{data}", str(data)).replace("{json}", str(json_path)) for a in case.argv]
 
-    assert cli.main(argv) == 2
+    assert cli.main(argv) == case.exit_code
     err = capsys.readouterr().err
     prefix = f"bench {argv[0]}: error: "
     lines = [line[len(prefix):] for line in err.splitlines() if line.startswith(prefix)]

@@ -136,7 +136,7 @@ def test_model_by_module_and_class_resolves_presets_and_runs(home, capsys):
 def test_broken_plugin_model_is_a_one_line_error(home, capsys, source, name, message):
     if source is not None:
         write(home / "mods" / f"{name.split(':')[0]}.py", source)
-    assert cli.main(["run", "--model", name, "--dataset", "synthetic_seq", "--no-track"]) == 2
+    assert cli.main(["run", "--model", name, "--dataset", "synthetic_seq", "--no-track"]) == 1
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and err.startswith("bench run: error: "), err
     assert re.search(message, err), err
@@ -301,7 +301,7 @@ def test_csv_uses_the_fingerprinted_cache(home, monkeypatch):
 def test_csv_bad_input_names_file_line_and_expectation(home, capsys, content, options, expected):
     f = write(home / "data" / "bad.csv", content)
     name = f"csv:{f}?user=uid&item=iid&time=ts{options}"
-    assert cli.main(["prepare", "--dataset", name]) == 2
+    assert cli.main(["prepare", "--dataset", name]) == 1
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1, err
     assert re.search(expected, err), err

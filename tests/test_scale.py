@@ -83,7 +83,7 @@ def test_resume_refuses_a_different_config(tmp_path):
             "--set", "max_len=8", "--quiet", "--no-track", "--checkpoint-dir", str(ckpt)]
     assert bench(*args, env=env).returncode == 0
     out = bench(*args[:-2], "--set", "lr=0.5", "--checkpoint-dir", str(ckpt), "--resume", env=env)
-    assert out.returncode == 2 and "different configuration" in out.stderr
+    assert out.returncode == 1 and "different configuration" in out.stderr
 
 
 def test_torchrun_two_processes_match_one(tmp_path):

