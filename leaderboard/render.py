@@ -45,6 +45,7 @@ DATASET_TITLES = {
     "ml-1m": "ML-1m", "beauty": "Beauty", "mind_small": "MIND-small", "mind_large": "MIND-large",
     "mind_demo": "MIND-demo", "synthetic_seq": "Synthetic sequences",
     "synthetic_mind": "Synthetic MIND",
+    "synthetic_mind_cold": "Synthetic news, cold start (test news unseen in training)",
 }
 NO_RESULT = "—"       # our model has no finished run for this dataset / protocol
 NOT_REPORTED = "n/r"  # the published source does not report this metric

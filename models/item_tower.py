@@ -72,7 +72,7 @@ def check_item_text(config: TextItemConfig, catalog: ItemCatalog, model_name: st
                          f"expected n_items + 1 = {catalog.n_items + 1} (index 0 = padding)")
     if name.startswith((".", "/", "~")) and not Path(name).expanduser().is_dir():
         raise UnknownNameError(f"{model_name} item_encoder {name!r} is not a directory; valid: "
-                         f"{', '.join(ENCODER_ALIASES)}, a Hugging Face model name or a local model directory")
+                               f"{', '.join(ENCODER_ALIASES)}, a Hugging Face model name or a local model directory")
     if config.text_negatives == 0 or config.text_negatives < -1:
         raise ValueError(f"{model_name} config key 'text_negatives' must be >= 1 or -1 (all seen items), "
                          f"got {config.text_negatives}")

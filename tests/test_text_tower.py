@@ -18,6 +18,8 @@ from recboard.datasets.synthetic import generate_news
 from recboard.models.bert4rec import BERT4Rec, BERT4RecConfig
 from recboard.models.sasrec import SASRec, SASRecConfig
 
+from test_encoders import write_glove
+
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -31,10 +33,8 @@ TINY = dict(hidden_size=16, num_layers=1, num_heads=2, max_len=8, dropout=0.0, t
 @pytest.fixture
 def glove_file(tmp_path, monkeypatch):
     monkeypatch.setenv("RECBOARD_CACHE", str(tmp_path / "cache"))
-    rng = np.random.default_rng(0)
-    path = tmp_path / "tiny_glove.txt"
-    path.write_text("".join(f"{w} " + " ".join(f"{x:.3f}" for x in rng.normal(size=6)) + "\n" for w in WORDS))
-    return str(path)
+    write_glove(tmp_path / "tiny_glove.txt", WORDS, dim=6)
+    return str(tmp_path / "tiny_glove.txt")
 
 
 def catalog(text: bool = True) -> ItemCatalog:
@@ -210,10 +210,25 @@ def test_ml1m_titles_and_genres_feed_the_tower(tmp_path, monkeypatch):
         pytest.skip(f"{SHARED / 'ml-1m'} not available")
     monkeypatch.setenv("RECBOARD_CACHE", str(tmp_path / "cache"))
     data = load_dataset("ml-1m", data_dir=SHARED / "ml-1m", cache_dir=tmp_path / "cache")
-    model = SASRec(SASRecConfig(**{**TINY, "item_encoder": "glove", "title_len": 12}), route_for("sasrec", data).catalog())
+    config = SASRecConfig(**{**TINY, "item_encoder": "glove", "title_len": 12})
+    model = SASRec(config, route_for("sasrec", data).catalog())
     assert model.describe()["variant"] == "glove titles" and model.describe()["glove_coverage"] > 0.5
     loss = model.loss(SequenceBatch(torch.as_tensor(np.stack([data.sequence(u)[:8] for u in range(4)]))))
     assert torch.isfinite(loss)
+
+
+def test_speed_benchmark_against_nrms_runs_on_cpu(capsys):
+    from recboard.benchmarks.speed.text_sequence import main
+
+    out = main(["--device", "cpu", "--size", "tiny", "--news", "300", "--train-impressions", "60",
+                "--dev-impressions", "30", "--steps", "1", "--warmup", "0", "--history-len", "10",
+                "--seq-batch-size", "16"])
+    results = out["results"]
+    assert list(results) == ["nrms", "bert4rec", "sasrec"]
+    assert all(r["step_s"] > 0 and r["epoch_s"] > 0 and r["eval_s"] > 0 for r in results.values())
+    assert results["bert4rec"]["batch_size"] == 16 and results["nrms"]["batch_size"] == 32
+    text = capsys.readouterr().out
+    assert "device cpu" in text and "bert4rec training epoch = " in text and "x NRMS's" in text
 
 
 # ------------------------------------------------------------------ bad input: one line, nothing written
