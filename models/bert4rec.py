@@ -45,8 +45,8 @@ from torch import nn
 
 from recboard.datasets.batches import PAD, ItemCatalog, SequenceBatch
 from recboard.models.item_tower import TextItemConfig, TextItemTower, check_item_text
-from recboard.models.layers import (TransformerBlock, check_config, float32_logits, init_weights, item_coverage,
-                                    item_rows, rows_to_items, with_padding_column)
+from recboard.models.layers import (TransformerBlock, check_config, float32_logits, full_softmax_loss, init_weights,
+                                    item_coverage, item_rows, rows_to_items, with_padding_column)
 
 
 @dataclass
@@ -59,6 +59,7 @@ class BERT4RecConfig(TextItemConfig):   # + the text item tower's keys (item_enc
     dropout: float = 0.1        # hidden and attention-probability dropout
     ffn_size: int = 0           # feed-forward width; 0 = 4 * hidden_size (BERT)
     attention: str = "sdpa"     # sdpa (fused kernels) | eager (explicit softmax, for checking)
+    loss_chunk: int = 0         # full-softmax loss over this many positions at a time; 0 = all at once
 
 
 PRESETS = {
@@ -201,7 +202,7 @@ class BERT4Rec(nn.Module):
         picked = hidden[masked]
         if picked.size(0) == 0:  # a batch of empty sequences: nothing to predict
             return hidden.sum() * 0.0
-        return F.cross_entropy(float32_logits(self.head(picked), candidates, self.output_bias), targets)
+        return full_softmax_loss(self.head(picked), candidates, self.output_bias, targets, self.config.loss_chunk)
 
     def score(self, batch: SequenceBatch, item_vectors=None) -> torch.Tensor:
         """[B, n_items + 1] scores for the item after ``batch.seq``: the prediction at a

@@ -8,8 +8,12 @@
 
 Both tokenize every title once at construction and keep the token ids as buffers, so a
 training step only indexes them. The PLM encoder additionally runs its frozen lower layers
-once over all news and keeps their output (``cache_frozen``): afterwards a step runs only
-the trainable top layers.
+once over all news and keeps their output (``cache_frozen``, in float32 or ``cache_dtype``
+bfloat16, half the memory: MIND-large's 161k titles x 30 tokens x 768 are 15 GB in float32):
+afterwards a step runs only the trainable top layers. With ``length_buckets`` = k > 1 those
+layers run on the batch's news sorted by title length in k groups, each cut to its own
+longest title, instead of one group padded to the batch's longest (MIND titles average
+12.9 word pieces; a batch of ~1,000 distinct news nearly always holds one of 30).
 """
 from __future__ import annotations
 
@@ -23,6 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 MINILM_NAMES = {"all-minilm-l6-v2", "sentence-transformers/all-minilm-l6-v2"}
+CACHE_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 ENCODE_CHUNK = 1024   # news per forward pass when encoding all news
 
 
@@ -90,6 +95,15 @@ def encode_each_once(encode, news_ids: torch.Tensor, dedupe: bool = True) -> tor
     else:
         vectors = encode(flat)
     return vectors.view(*news_ids.shape, -1)
+
+
+def encode_length_buckets(encode, news_ids: torch.Tensor, lengths: torch.Tensor, buckets: int) -> torch.Tensor:
+    """``encode`` applied to ``news_ids`` ([n]) in ``buckets`` groups of similar title length
+    (``lengths`` [n]), put back in the order of ``news_ids``. ``encode`` cuts each group to its
+    longest title, so short titles stop paying for the batch's longest one."""
+    order = torch.argsort(lengths)
+    encoded = torch.cat([encode(news_ids[part]) for part in order.tensor_split(buckets) if len(part)])
+    return encoded[torch.argsort(order)]
 
 
 def encode_all(encode, token_lengths: torch.Tensor) -> torch.Tensor:
@@ -228,6 +242,14 @@ class PLMNewsEncoder(nn.Module):
                 for p in layer.parameters():
                     p.requires_grad = True
         self.cache_frozen = config.cache_frozen and self.n_frozen > 0
+        # both optional so that callers with older configs (the text item tower) keep today's path
+        self.length_buckets = getattr(config, "length_buckets", 0)
+        cache_dtype = getattr(config, "cache_dtype", "float32")
+        if cache_dtype not in CACHE_DTYPES:
+            raise ValueError(f"config key 'cache_dtype' must be one of {', '.join(CACHE_DTYPES)}, got {cache_dtype!r}")
+        if self.length_buckets < 0:
+            raise ValueError(f"config key 'length_buckets' must be >= 0 (0 or 1 = off), got {self.length_buckets!r}")
+        self.cache_dtype = CACHE_DTYPES[cache_dtype]
         self.train()
         self.frozen_cache = None   # [n_news, width, hidden]: output of the frozen layers, built on first use
         self.info = {"plm_source": source, "plm_layers": n, "plm_frozen_layers": self.n_frozen,
@@ -283,7 +305,8 @@ class PLMNewsEncoder(nn.Module):
             width = int(self.token_lengths[chunk].max())
             states = self._frozen_part(self.token_ids[chunk, :width], self.token_mask[chunk, :width])
             if cache is None:
-                cache = states.new_zeros(len(self.token_ids), self.token_ids.shape[1], states.shape[-1])
+                cache = states.new_zeros(len(self.token_ids), self.token_ids.shape[1], states.shape[-1],
+                                         dtype=self.cache_dtype)
             cache[chunk, :width] = states
         self.frozen_cache = cache
 
@@ -305,6 +328,14 @@ class PLMNewsEncoder(nn.Module):
         return self._run_layers(hidden, mask, self.layers[self.n_frozen:]), mask
 
     def forward(self, news_ids: torch.Tensor) -> torch.Tensor:
+        """[n] news ids -> [n, dim] news vectors."""
+        if self.length_buckets > 1 and len(news_ids) > self.length_buckets:
+            return encode_length_buckets(self.encode_padded, news_ids, self.token_lengths[news_ids],
+                                         self.length_buckets)
+        return self.encode_padded(news_ids)
+
+    def encode_padded(self, news_ids: torch.Tensor) -> torch.Tensor:
+        """[n] news ids -> [n, dim], all of them padded to the longest of their titles."""
         hidden, mask = self.token_states(news_ids)
         if self.pooling == "cls":
             pooled = hidden[:, 0]

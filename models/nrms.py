@@ -42,6 +42,8 @@ class NRMSConfig:
     trainable_layers: int = 2       # PLM top layers fine-tuned (the rest frozen); -1 = all, embeddings too
     dedupe: bool = True             # encode each distinct news in a batch once
     cache_frozen: bool = True       # run frozen PLM layers once over all news and keep their output
+    cache_dtype: str = "float32"    # frozen-layer cache: float32 | bfloat16 (half the memory, ~3 significant digits)
+    length_buckets: int = 0         # trainable PLM layers run on k groups of similar title length; 0 = one padded group
     sequence_negatives: int = 4     # negatives per positive on sequence data (impression batches use npratio)
     random_cut: bool = True         # sequence data: positive = a random item of the window, not always the last
 

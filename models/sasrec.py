@@ -23,13 +23,12 @@ import math
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from recboard.datasets.batches import PAD, ItemCatalog, SequenceBatch
 from recboard.models.item_tower import TextItemConfig, TextItemTower, check_item_text
-from recboard.models.layers import (TransformerBlock, check_config, float32_logits, init_weights, item_coverage,
-                                    item_rows, rows_to_items, with_padding_column)
+from recboard.models.layers import (TransformerBlock, check_config, float32_logits, full_softmax_loss, init_weights,
+                                    item_coverage, item_rows, rows_to_items, with_padding_column)
 
 
 @dataclass
@@ -41,6 +40,7 @@ class SASRecConfig(TextItemConfig):   # + the text item tower's keys (item_encod
     dropout: float = 0.2        # hidden and attention-probability dropout
     ffn_size: int = 0           # feed-forward width; 0 = hidden_size (the original point-wise FFN)
     attention: str = "sdpa"     # sdpa (fused kernels) | eager (explicit softmax, for checking)
+    loss_chunk: int = 0         # full-softmax loss over this many positions at a time; 0 = all at once
 
 
 PRESETS = {
@@ -148,7 +148,7 @@ class SASRec(nn.Module):
         picked = hidden[predict]
         if picked.size(0) == 0:  # only single-item sequences: nothing to predict
             return hidden.sum() * 0.0
-        return F.cross_entropy(float32_logits(picked, candidates), targets)
+        return full_softmax_loss(picked, candidates, None, targets, self.config.loss_chunk)
 
     def score(self, batch: SequenceBatch, item_vectors=None) -> torch.Tensor:
         """[B, n_items + 1] scores for the item after the last ``max_len - 1`` items of ``batch.seq``."""

@@ -1,0 +1,276 @@
+"""What each ``bench`` command does (the parser and exit codes are in ``recboard.benchmarks.cli``).
+
+Every command returns its exit code; errors propagate to ``cli.main``, which prints them on
+one line. Heavy modules are imported inside the functions.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+# bench demo, both tracks in a few CPU minutes: (dataset, model, its own --set values). The news
+# track is cold start, so ID models can only tie and the models reading titles show why they exist.
+DEMO_MODELS = (
+    ("synthetic_seq", "random", ()), ("synthetic_seq", "pop", ()),
+    ("synthetic_seq", "sasrec", ()), ("synthetic_seq", "bert4rec", ()),
+    ("synthetic_mind_cold", "pop", ()),
+    ("synthetic_mind_cold", "nrms_glove", ("epochs=1", "max_steps_per_epoch=40")),
+    ("synthetic_mind_cold", "bert4rec", ()),
+    ("synthetic_mind_cold", "bert4rec", ("item_encoder=glove", "epochs=6")),
+    ("synthetic_mind_cold", "sasrec", ("item_encoder=glove", "epochs=4")),
+)
+
+
+def cmd_list(args) -> int:
+    from recboard.datasets import plugins
+    from recboard.datasets.registry import DATASETS
+    from recboard.models.registry import MODELS, model_presets
+    print("models:")
+    for name, spec in MODELS.items():
+        named = [p for p in model_presets(name) if p != "default"]
+        extra = f" [presets: {', '.join(named)}]" if named else ""
+        print(f"  {name:<16} [{', '.join(spec.tasks)}] {spec.description}{extra}")
+    # plug-ins are listed from their packages' metadata, not imported: this stays instant
+    for name, target in plugins.listed(MODELS, plugins.MODEL_GROUP):
+        print(f"  {name:<16} [plug-in] {target}")
+    print(f"  {'pkg.module:Class':<16} [plug-in] any class following the model contract (README: Plug-ins)")
+    print("\ndatasets:")
+    for name, spec in DATASETS.items():
+        print(f"  {name:<16} [{spec.task}] {spec.description}")
+    for name, target in plugins.listed(DATASETS, plugins.DATASET_GROUP):
+        print(f"  {name:<16} [plug-in] {target}")
+    print(f"  {'csv:PATH':<16} [sequence] your own user,item,time file; csv:PATH?user=..&item=..&time=..&kcore=5")
+    return 0
+
+
+def stats_table(data, summary=None) -> str:
+    """The statistics papers report (users, items, interactions, density, mean and median
+    length; MIND: news and impressions, ``recboard.leaderboard.datastats``) and then the
+    dataset's own, under a header. The 64-hex fingerprint is cut to the 12 characters that
+    name the cache folder: enough to tell caches apart without dwarfing the table."""
+    from tabulate import tabulate
+
+    from recboard.leaderboard.datastats import DataStats
+    rows = (summary or DataStats.of_data(data)).named()
+    # the adapters' own names for what the rows above already show (the cache path is printed above)
+    shown = ("cache_path", "users", "items", "news", "interactions", "mean_seq_len", "median_seq_len")
+    for key, value in data.stats.items():
+        if key in shown:
+            continue
+        if key == "fingerprint":
+            value = str(value)[:12]
+        rows.append((key, f"{value:,}" if isinstance(value, int) else
+                     (f"{value:,.2f}" if isinstance(value, float) else str(value))))
+    return tabulate(rows, headers=["statistic", "value"], tablefmt="simple", colalign=("left", "right"),
+                    disable_numparse=True)
+
+
+def cmd_prepare(args) -> int:
+    from recboard.datasets.registry import load_dataset
+    from recboard.leaderboard.datastats import DataStats
+    data = load_dataset(args.dataset, data_dir=args.data_dir, cache_dir=args.cache_dir, download=args.download)
+    print(f"{args.dataset}: prepared at {data.stats.get('cache_path', '?')}")
+    summary = DataStats.of_data(data)
+    size = ", ".join(f"{text} {name}" for name, text in summary.named()[:3])  # users, items / news, ...
+    print(f"identity {data.identity()}: {size}")
+    print(stats_table(data, summary))
+    return 0
+
+
+def metrics_table(results: list) -> str:
+    from tabulate import tabulate
+    from recboard.benchmarks.config import IMPRESSION_METRICS, SEQUENCE_METRICS
+    order = IMPRESSION_METRICS if "AUC" in results[0].test_metrics else SEQUENCE_METRICS
+    names = [m for m in order if m in results[0].test_metrics]
+    rows = [[r.model, r.dataset, r.protocol, *[r.test_metrics.get(n, float("nan")) for n in names],
+             f"{r.wall_time_s:.1f}s", r.device] for r in results]
+    return tabulate(rows, headers=["model", "dataset", "protocol", *names, "wall", "device"], floatfmt=".4f")
+
+
+def write_json_atomic(path: str, obj: dict) -> None:
+    """``--json PATH``: replaced atomically; ``--json -``: printed to stdout."""
+    text = json.dumps(obj, indent=2, default=str) + "\n"
+    if path == "-":
+        sys.stdout.write(text)
+        return
+    from recboard.datasets.files import atomic_write_text
+    atomic_write_text(Path(path), text)
+
+
+def replayed(args) -> tuple:
+    """(model, dataset, preset, config keys) of a replayed run (--from-run / --config); the
+    command line's --model, --dataset and --preset win over what the run or file names."""
+    from recboard.benchmarks import config as C
+
+    base = C.from_run(args.from_run) if args.from_run else C.from_file(args.config) if args.config else {}
+    named = {key: base.pop(key, None) for key in ("model", "dataset", "preset")}
+    model, dataset = args.model or named["model"], args.dataset or named["dataset"]
+    if not model or not dataset:
+        raise C.ConfigError("bench run needs --model and --dataset (or --config / --from-run naming them)")
+    preset = args.preset if args.preset != "default" else (named["preset"] or "default")
+    return model, dataset, preset, base
+
+
+def cmd_run(args) -> int:
+    from recboard.benchmarks import config as C
+    from recboard.benchmarks.runner import run
+
+    model, dataset, preset, base = replayed(args)
+    tuned = {}
+    if args.from_study:
+        from recboard.benchmarks.tuning import best_params
+        tuned = best_params(args.from_study, storage=args.storage)
+    source = f"run {args.from_run}" if args.from_run else str(args.config)
+    cfg = C.resolve(model, dataset, args.set, preset=preset,
+                    layers=[(base, source), (tuned, f"study {args.from_study}")])
+    if args.seeds is not None:
+        from recboard.benchmarks.seeds import parse_seeds
+        parse_seeds(args.seeds)
+    if not args.quiet:
+        print(C.describe(cfg), file=sys.stderr)
+    if args.resume and not args.checkpoint_dir:
+        raise C.ConfigError("--resume needs --checkpoint-dir (where the interrupted run wrote its checkpoints)")
+    if args.experiment:  # MLflow's own variable, so every run this command starts goes there
+        os.environ["MLFLOW_EXPERIMENT_NAME"] = args.experiment
+    if args.seeds is not None:
+        return run_seed_group(cfg, args)
+    result = run(cfg, data_dir=args.data_dir, cache_dir=args.cache_dir, tracking=not args.no_track,
+                 progress=not args.quiet, checkpoint_dir=args.checkpoint_dir, resume=args.resume)
+    from recboard.benchmarks.distributed import is_main
+    if not is_main():  # torchrun: rank 0 reports
+        return 0
+    return report(metrics_table([result]), result.mlflow_run_id and f"mlflow run {result.mlflow_run_id}",
+                  args.json, result.to_json())
+
+
+def report(table: str, recorded: str | None, json_path: str | None, obj: dict) -> int:
+    """Print a command's table and where MLflow recorded it (on stderr when the JSON goes to
+    stdout); write ``obj`` to ``--json``."""
+    out = sys.stderr if json_path == "-" else sys.stdout
+    print(table, file=out)
+    if recorded:
+        from recboard.benchmarks.tracking import tracking_uri
+        print(f"{recorded} in {tracking_uri()}", file=out)
+    if json_path:
+        write_json_atomic(json_path, obj)
+    return 0
+
+
+def run_seed_group(cfg, args) -> int:
+    from recboard.benchmarks.seeds import parse_seeds, run_seeds
+
+    seeds = parse_seeds(args.seeds)
+    if args.checkpoint_dir or args.resume:
+        raise ValueError("--seeds cannot be combined with --checkpoint-dir / --resume (one checkpoint per run)")
+    group = run_seeds(cfg, seeds, data_dir=args.data_dir, cache_dir=args.cache_dir, tracking=not args.no_track,
+                      progress=not args.quiet)
+    return report(group_table(group), group.group_run_id and f"mlflow seed group {group.group_run_id}",
+                  args.json, group.to_json())
+
+
+def group_table(group) -> str:
+    from tabulate import tabulate
+    names = list(group.metrics)
+    rows = [[f"seed {r['seed']}", *[f"{r['metrics'][n]:.4f}" for n in names]] for r in group.runs]
+    rows.append([f"mean ± std ({len(group.runs)})",
+                 *[f"{group.metrics[n]:.4f} ± {group.metrics_std[n]:.4f}" for n in names]])
+    return (f"{group.model} on {group.dataset} ({group.protocol})\n"
+            + tabulate(rows, headers=["", *names], disable_numparse=True))
+
+
+def cmd_eval(args) -> int:
+    from recboard.benchmarks.saved import evaluate_saved
+
+    result = evaluate_saved(args.run, args.set, data_dir=args.data_dir, cache_dir=args.cache_dir,
+                            tracking=not args.no_track)
+    return report(metrics_table([result]),
+                  result.mlflow_run_id and f"mlflow run {result.mlflow_run_id} (source run {args.run})",
+                  args.json, result.to_json())
+
+
+def cmd_compare(args) -> int:
+    from recboard.benchmarks.significance import compare, format_comparison
+
+    result = compare(args.a, args.b, metric=args.metric)
+    return report(format_comparison(result), None, args.json, result)
+
+
+def cmd_config(args) -> int:
+    """Every config key with its value and source (dataclass default, task defaults, a
+    preset, --set): what ``bench run`` with the same arguments would train."""
+    from tabulate import tabulate
+
+    from recboard.benchmarks import config as C
+    cfg = C.resolve(args.model, args.dataset, args.set, preset=args.preset)
+    rows = [(key, '""' if value == "" else value, cfg.sources.get(key, "default"))  # an empty string is a value
+            for key, value in cfg.flat().items()]
+    print(f"{args.model} on {args.dataset}:")
+    print(tabulate(rows, headers=["key", "value", "source"], tablefmt="simple", disable_numparse=True,
+                   missingval="None"))
+    return 0
+
+
+def cmd_tune(args) -> int:
+    from recboard.benchmarks import config as C
+    from recboard.benchmarks.tuning import TuningError, tune
+
+    if args.final_seeds < 0:
+        raise TuningError(f"--final-seeds must be >= 0, got {args.final_seeds}")
+    study = tune(args.model, args.dataset, trials=args.trials, timeout=args.timeout, storage=args.storage,
+                 study=args.study, space=args.space, sets=args.set, data_dir=args.data_dir, cache_dir=args.cache_dir,
+                 seed=args.seed, out_dir=args.out_dir, tracking=not args.no_track, sampler=args.sampler,
+                 pruner=args.pruner, experiment=args.experiment)
+    if not args.final_seeds:
+        return 0
+    from recboard.benchmarks.seeds import run_seeds
+    # the winner is re-run from scratch over fresh seeds: its tuning score was the best of many draws
+    cfg = C.resolve(args.model, args.dataset, {**C.parse_sets(args.set), **study.best_trial.params})
+    group = run_seeds(cfg, list(range(1, args.final_seeds + 1)), data_dir=args.data_dir, cache_dir=args.cache_dir,
+                      tracking=not args.no_track, extra_tags={"recboard.study": study.study_name},
+                      run_name=f"{study.study_name} best trial x{args.final_seeds} seeds")
+    return report(group_table(group), group.group_run_id and f"mlflow seed group {group.group_run_id}",
+                  args.json, group.to_json())
+
+
+def cmd_leaderboard(args) -> int:
+    from recboard.datasets.files import atomic_write_text
+    from recboard.leaderboard import render
+    fmt = args.format or (render.FORMATS.get(Path(args.out).suffix.lower(), "markdown") if args.out else "markdown")
+    text = render.build(fmt=fmt, tracking_uri=args.tracking_uri, references=args.references,
+                        datasets=args.dataset)
+    if args.out:
+        atomic_write_text(args.out, text)
+        print(f"wrote {args.out}")
+    else:
+        print(text)
+    return 0
+
+
+def cmd_demo(args) -> int:
+    """Trains ``DEMO_MODELS`` (sequence models on synthetic_seq; NRMS, ID and text BERT4Rec /
+    SASRec on cold-start synthetic news), tracked, then one table per dataset and the leaderboard."""
+    import dataclasses
+
+    from recboard.benchmarks import config as C
+    from recboard.benchmarks.runner import run
+    from recboard.benchmarks.tracking import tracking_uri
+
+    results: dict = {}
+    for dataset, model, sets in DEMO_MODELS:
+        encoder = C.parse_sets(sets).get("item_encoder")
+        label = f"{model} ({encoder} titles)" if encoder else model
+        print(f"== {label} on {dataset}", file=sys.stderr)
+        result = run(C.resolve(model, dataset, [*sets, *args.set]), progress=True)
+        results.setdefault(dataset, []).append(dataclasses.replace(result, model=label))
+    for rows in results.values():
+        print(metrics_table(rows) + "\n")
+    print(f"runs recorded in {tracking_uri()}  (open: mlflow ui --backend-store-uri {tracking_uri()})\n")
+    from recboard.leaderboard import render
+    print(render.build(fmt="markdown", datasets=list(results)))
+    return 0
+
+
+COMMANDS = {"list": cmd_list, "prepare": cmd_prepare, "run": cmd_run, "config": cmd_config, "tune": cmd_tune,
+            "leaderboard": cmd_leaderboard, "demo": cmd_demo, "eval": cmd_eval, "compare": cmd_compare}
