@@ -307,7 +307,7 @@ class PLMNewsEncoder(nn.Module):
             if cache is None:
                 cache = states.new_zeros(len(self.token_ids), self.token_ids.shape[1], states.shape[-1],
                                          dtype=self.cache_dtype)
-            cache[chunk, :width] = states
+            cache[chunk, :width] = states.to(self.cache_dtype)
         self.frozen_cache = cache
 
     def token_states(self, news_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

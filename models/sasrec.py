@@ -10,6 +10,9 @@ positions, pre-LayerNorm blocks with a point-wise feed-forward of the same width
 LayerNorm, and the item embedding matrix (tied) as the output layer. Items never seen in
 training (``catalog.train_counts == 0``) share one "unknown" embedding row; that map, the
 attention and the blocks are ``recboard.models.layers``, shared with BERT4Rec.
+``loss_chunk`` > 0 computes that full softmax a chunk of positions at a time
+(``layers.full_softmax_loss``): the same loss without all positions' logits over MIND-large's
+~161k news in memory at once.
 
 Text items (``--set item_encoder=glove|minilm|bert|distilbert|<HF name or dir>``): item
 vectors come from ``recboard.models.item_tower`` -- the title through NRMS's news encoder,

@@ -115,11 +115,11 @@ def test_length_buckets_and_bf16_cache_match_the_padded_path(tiny_bert):
     assert torch.allclose(padded, bucketed, atol=1e-5, rtol=1e-4)
     assert torch.allclose(padded_grad, bucketed_grad, atol=1e-5, rtol=1e-4)
 
-    # bf16 keeps 8 significant bits: cached states within ~0.4% each, news vectors within 2e-2
+    # bf16 keeps 8 significant bits: cached states within ~0.4% each, news vectors within 1e-2
     bf16, _, bf16_encoder = news_vectors(tiny_bert, news, length_buckets=4, cache_dtype="bfloat16")
     assert bf16_encoder.frozen_cache.dtype == torch.bfloat16
     assert encoder.frozen_cache.dtype == torch.float32
-    assert torch.allclose(padded, bf16, atol=2e-2, rtol=2e-2)
+    assert torch.allclose(padded, bf16, atol=1e-2, rtol=1e-2)   # measured: 1.3e-3 of |v| <= 1.3
     assert not torch.equal(padded, bf16)   # the looser tolerance is needed: the cache really is bf16
 
 
@@ -137,7 +137,7 @@ def test_peak_table_and_utilisation():
     assert dense_bf16_peak("NVIDIA H100 PCIe") == 756.0
     assert dense_bf16_peak("NVIDIA H200") == 989.4
     assert dense_bf16_peak("cpu") is None
-    assert utilisation(2e12, 0.01, "NVIDIA H100 80GB HBM3") == ("200.0", "20.2%")
+    assert utilisation(2e12, 0.01, "NVIDIA H100 80GB HBM3") == ("200", "20.2%")
     assert utilisation(2e9, 0.01, "cpu") == ("0.2", "n/a")
 
 
@@ -147,3 +147,40 @@ def test_flop_count_of_a_matmul_step():
     b = torch.randn(16, 4)
     # forward 2*8*16*4, backward (grad of a only) the same again
     assert count_flops(lambda: (a @ b).sum().backward()) == 2 * (2 * 8 * 16 * 4)
+
+
+def test_sequential_benchmark_prints_the_chunked_path_beside_todays(capsys):
+    from recboard.benchmarks.speed.sequential import main
+    rows = main(["--device", "cpu", "--size", "tiny", "--model", "sasrec", "--n-users", "40", "--n-items", "80",
+                 "--max-len", "12", "--batch-size", "8", "--steps", "2", "--warmup", "1", "--loss-chunk", "16"],
+                legacy_rows=False)
+    table = {measure: values for _, measure, *values in rows}
+    plain, fast, _, chunked, _ = table["final loss"]
+    assert chunked == pytest.approx(fast, abs=1e-5)   # same seed and batches: the chunked loss is the same loss
+    assert table["train TFLOP/step"][3] > table["train TFLOP/step"][1]   # backward recomputes each chunk's logits
+    assert table["% of bf16 peak"][1] == "n/a"
+    out = capsys.readouterr().out
+    assert "fast + loss_chunk=16" in out and "chunked/fast" in out and "TFLOP/s" in out
+
+
+def test_news_benchmark_prints_the_packed_path_beside_todays(capsys):
+    from recboard.benchmarks.speed.news import main
+    out = main(["--device", "cpu", "--size", "tiny", "--news", "300", "--train-impressions", "60",
+                "--dev-impressions", "30", "--steps", "1", "--warmup", "0", "--history-len", "10",
+                "--skip-naive", "--length-buckets", "4"])
+    results = out["results"]
+    assert list(results) == ["packed", "fast"]
+    # the same batch in both: length buckets cut padding, so the packed step executes fewer FLOPs
+    assert 0 < results["packed"]["step_flops"] < results["fast"]["step_flops"]
+    assert results["packed"]["peak_pct"] == "n/a" and float(results["fast"]["tflop_s"]) > 0
+    text = capsys.readouterr().out
+    assert "fast/packed" in text and "length_buckets=4" in text and "% of dense bf16 peak" in text
+
+
+def test_issue14_script_lists_every_gpu_measurement_without_running_it(tmp_path):
+    from recboard.benchmarks.speed.issue14 import MEASUREMENTS, main
+    done = main(["--dry-run", "--out", str(tmp_path / "out")])
+    assert [name for name, _, _ in done] == [m[0] for m in MEASUREMENTS]
+    assert all(status is None and command[command.index("--device") + 1] == "cuda" for _, command, status in done)
+    assert sum(m[3] for m in MEASUREMENTS) <= 560   # fits one 10-minute device call with room to spare
+    assert not (tmp_path / "out").exists()

@@ -31,7 +31,7 @@ def utilisation(flops: float, seconds: float, device_name: str) -> tuple[str, st
     """("achieved TFLOP/s", "% of the device's dense bf16 peak" or "n/a")."""
     tflops = flops / seconds / 1e12
     peak = dense_bf16_peak(device_name)
-    return f"{tflops:.1f}", (f"{100 * tflops / peak:.1f}%" if peak else "n/a")
+    return f"{tflops:.3g}", (f"{100 * tflops / peak:.1f}%" if peak else "n/a")
 
 
 def count_flops(step) -> int:

@@ -1,4 +1,4 @@
-"""NRMS training/evaluation speed on MIND-small-shaped synthetic data: fast path vs naive path.
+"""NRMS training/evaluation speed on MIND-small-shaped synthetic data: packed, fast and naive paths.
 
     python -m recboard.benchmarks.speed.news --device cuda --size bert-base
     python -m recboard.benchmarks.speed.news --device cpu --size tiny --news 2000 \\
@@ -14,8 +14,15 @@ speed does not depend on the weights.
   frozen lower layers run once over all news and cached, top ``--trainable-layers`` layers
   fine-tuned, bf16 autocast + fused AdamW on CUDA; evaluation encodes all news once and
   scores users by gather + dot product (the runner's ``ImpressionEvaluator``).
+* packed path (issue 14): the fast path with the trainable layers run on ``--length-buckets``
+  groups of similar title length, each cut to its longest title (``length_buckets``), and
+  the frozen-layer cache in bf16 (``cache_dtype=bfloat16``).
 * naive path: every news of every row encoded, fp32, all layers trained; evaluation scores
   impression by impression, encoding each impression's history and candidates.
+
+Each path's FLOPs are counted over one training step (``flops.py``: what the step executes,
+padding included) and shown as TFLOP/s and % of the device's dense bf16 peak (n/a on CPU);
+"useful" TFLOP/s divide the leanest path's FLOPs for the same batch by each path's step time.
 
 Seconds per epoch are extrapolated from ``--steps`` timed steps (labelled as such) unless
 ``--full-epoch`` times the fast path's whole epoch; the naive evaluation is timed on
@@ -187,20 +194,23 @@ def naive_eval_seconds(model, block, n: int, history_len: int, device) -> float:
 
 def path_config(name: str, args, encoder_dir: Path):
     from recboard.benchmarks.config import resolve
-    fast = name == "fast"
+    fast, packed = name != "naive", name == "packed"
     sets = {"encoder": str(encoder_dir), "title_len": args.title_len, "batch_size": args.batch_size,
             "history_len": args.history_len, "npratio": args.npratio, "eval_batch_size": args.eval_batch_size,
-            "dedupe": fast, "cache_frozen": fast, "trainable_layers": args.trainable_layers if fast else -1}
+            "dedupe": fast, "cache_frozen": fast, "trainable_layers": args.trainable_layers if fast else -1,
+            "length_buckets": args.length_buckets if packed else 0,
+            "cache_dtype": "bfloat16" if packed else "float32"}
     return resolve("nrms_bert", "mind_small", sets)
 
 
 def run_path(name: str, args, route, encoder_dir: Path, device, train_data, evaluator) -> dict:
     """Time one path; ``train_data`` / ``evaluator`` are the impression route's (what ``bench run``
-    uses), built once for both paths."""
+    uses), built once for all paths."""
     import torch
+    from recboard.benchmarks.speed.flops import count_flops
     from recboard.models.nrms import NRMS
 
-    fast = name == "fast"
+    fast = name != "naive"
     cfg = path_config(name, args, encoder_dir)
     torch.manual_seed(0)
     reset_peak(device)
@@ -217,6 +227,12 @@ def run_path(name: str, args, route, encoder_dir: Path, device, train_data, eval
                            device)
     out.update(timing)
     out["steps_per_epoch"] = steps_per_epoch
+    batch = next(endless(train_data, np.random.default_rng(1)))   # the same batch for every path
+
+    def one_step():
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+            model.loss(batch).backward()
+    out["step_flops"] = count_flops(one_step)
     if fast and args.full_epoch:
         sync(device)
         start = time.perf_counter()
@@ -250,29 +266,40 @@ def run_path(name: str, args, route, encoder_dir: Path, device, train_data, eval
 
 
 def report(args, meta: dict, results: dict) -> str:
-    fast, naive = results.get("fast"), results.get("naive")
+    from recboard.benchmarks.speed.flops import utilisation
     lines = [f"NRMS speed: {meta['encoder']} ({meta['encoder_params'] / 1e6:.1f}M params, random weights), "
              f"device {meta['device']}",
              f"data: {args.news:,} news (mean {meta['title_tokens']:.1f} tokens/title), "
              f"{args.train_impressions:,} train impressions = {meta['clicks']:,} clicks, "
              f"{args.dev_impressions:,} dev impressions; batch {args.batch_size}, history {args.history_len}, "
              f"npratio {args.npratio}",
-             f"fast path: dedupe + frozen-layer cache ({args.trainable_layers} trainable layers) + "
+             f"fast path (today): dedupe + frozen-layer cache ({args.trainable_layers} trainable layers) + "
              f"{'bf16 autocast + fused AdamW' if meta['device'] != 'cpu' else 'fp32 (CPU)'} + encode-once evaluation",
+             f"packed path: fast + length_buckets={args.length_buckets} + bf16 frozen-layer cache",
              "naive path: no dedupe, fp32, all layers trained, impression-by-impression evaluation", ""]
+    useful = min(r["step_flops"] for r in results.values())
+    for r in results.values():
+        r["tflop_s"], r["peak_pct"] = utilisation(r["step_flops"], r["step_s"], meta["device"])
+        r["useful_tflop_s"], r["useful_peak_pct"] = utilisation(useful, r["step_s"], meta["device"])
+        r["step_tflop"] = r["step_flops"] / 1e12
     rows = [("seconds / training epoch", "epoch_s", "{:.1f}"), ("seconds / full dev evaluation", "eval_s", "{:.1f}"),
             ("peak GPU memory, training (GiB)", "train_peak_gib", "{:.2f}"),
             ("peak GPU memory, evaluation (GiB)", "eval_peak_gib", "{:.2f}"),
-            ("ms / training step", "step_s", "{:.1f}")]
-    lines.append(f"{'':36s}{'fast':>12s}{'naive':>12s}{'naive/fast':>12s}")
+            ("ms / training step", "step_s", "{:.1f}"), ("TFLOP / training step (executed)", "step_tflop", "{:.4g}"),
+            ("achieved TFLOP/s (executed)", "tflop_s", "{}"), ("  % of dense bf16 peak", "peak_pct", "{}"),
+            ("useful TFLOP/s (leanest path's FLOPs)", "useful_tflop_s", "{}"),
+            ("  % of dense bf16 peak", "useful_peak_pct", "{}")]
+    names = [n for n in ("packed", "fast", "naive") if n in results]
+    ratios = [(a, b) for a, b in (("fast", "packed"), ("naive", "fast")) if a in results and b in results]
+    lines.append(f"{'':40s}" + "".join(f"{n:>12s}" for n in names) + "".join(f"{a + '/' + b:>13s}" for a, b in ratios))
     for label, key, fmt in rows:
         def cell(r):
-            if r is None or r.get(key) is None:
-                return "—"
-            return fmt.format(r[key] * (1000 if key == "step_s" else 1))
-        ratio = (f"{naive[key] / fast[key]:.1f}x" if fast and naive and fast.get(key) and naive.get(key) is not None
-                 else "—")
-        lines.append(f"{label:36s}{cell(fast):>12s}{cell(naive):>12s}{ratio:>12s}")
+            return "—" if r.get(key) is None else fmt.format(r[key] * (1000 if key == "step_s" else 1))
+        line = f"{label:40s}" + "".join(f"{cell(results[n]):>12s}" for n in names)
+        for a, b in ratios:
+            x, y = results[a].get(key), results[b].get(key)
+            line += f"{x / y:.1f}x".rjust(13) if isinstance(x, float) and isinstance(y, float) and y else f"{'—':>13s}"
+        lines.append(line)
     lines.append("")
     for name, r in results.items():
         extra = f", frozen-layer cache built once in {r['frozen_cache_s']:.1f}s" if "frozen_cache_s" in r else ""
@@ -345,8 +372,9 @@ def main(argv=None) -> dict:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     shape_args(parser)
     parser.add_argument("--naive-eval-impressions", type=int, default=300)
-    parser.add_argument("--full-epoch", action="store_true", help="time the fast path's whole epoch")
+    parser.add_argument("--full-epoch", action="store_true", help="time the fast and packed paths' whole epoch")
     parser.add_argument("--skip-naive", action="store_true")
+    parser.add_argument("--length-buckets", type=int, default=4, help="the packed path's length_buckets")
     args = parser.parse_args(argv)
 
     with mind_shaped_setup(args) as (device, encoder_dir, data, meta):
@@ -358,7 +386,7 @@ def main(argv=None) -> dict:
         evaluator = route.evaluator("test", cfg, device)
         meta["data_s"] += time.perf_counter() - start
         results = {}
-        for name in ("fast",) if args.skip_naive else ("fast", "naive"):
+        for name in ("packed", "fast") if args.skip_naive else ("packed", "fast", "naive"):
             results[name] = run_path(name, args, route, encoder_dir, device, train_data, evaluator)
             print_progress(name, results[name])
     return finish(args, meta, results, report(args, meta, results))

@@ -1,15 +1,22 @@
-"""Throughput of the sequential models, fast path vs plain path, in one process.
+"""Throughput of the sequential models: plain path, today's fast path and the chunked-softmax
+path, side by side in one process.
 
-Fast path: bf16 autocast (CUDA), ``scaled_dot_product_attention``, fused AdamW (what
-``bench run`` uses) plus TF32 for the float32 output layer. Plain path: fp32, the
-explicit-softmax (eager) attention, the single-tensor AdamW loop. Both train on the same synthetic ML-1m-shaped data (6,040 users, 3,416 items,
-long-tailed lengths and popularity) cut into the runner's ``max_len`` windows, and both time
-a full-ranking evaluation pass over all users (scores for every item, the user's seen items
-masked, top-10).
+Fast path (today's ``bench run``): bf16 autocast (CUDA), ``scaled_dot_product_attention``,
+fused AdamW plus TF32 for the float32 output layer. Plain path: fp32, the explicit-softmax
+(eager) attention, the single-tensor AdamW loop. Chunked path: the fast path with
+``loss_chunk`` (the full-softmax loss ``--loss-chunk`` positions at a time, so the logits
+over all items never exist at once; MIND-large's ~161k news need it). All train on the same
+synthetic data (``--size``: ML-1m's shape, 6,040 users and 3,416 items; MIND-large's
+161,013 news with max_len 50, each given its own output row; or tiny for CPU), long-tailed
+lengths and popularity, cut into the runner's ``max_len`` windows, and all time a
+full-ranking evaluation pass over all users
+(scores for every item, the user's seen items masked, top-10). Each path's training FLOPs
+are counted over one step (``flops.py``) and shown as TFLOP/s and % of the device's dense
+bf16 peak (n/a on CPU).
 
     python -m recboard.benchmarks.speed.sequential --device cuda
-    python -m recboard.benchmarks.speed.sequential --device cpu --n-users 300 --n-items 500 \\
-        --max-len 50 --batch-size 32 --steps 5
+    python -m recboard.benchmarks.speed.sequential --device cuda --size mind-large
+    python -m recboard.benchmarks.speed.sequential --device cpu --size tiny
 """
 from __future__ import annotations
 
@@ -19,6 +26,12 @@ import sys
 import time
 
 MODELS = ("bert4rec", "sasrec")
+PATHS = ("plain", "fast", "chunked")
+# --size: defaults of n_users, n_items, max_len, batch_size, steps (each flag overrides its own)
+SIZES = {"ml-1m": (6040, 3416, 200, 256, 50),
+         # MIND-large: 161,013 news; users cut to 5,000 (the step's cost does not depend on how many)
+         "mind-large": (5000, 161_013, 50, 256, 20),
+         "tiny": (300, 500, 50, 32, 5)}
 
 
 def synthetic_ml1m(n_users: int, n_items: int, seed: int = 0):
@@ -113,19 +126,39 @@ def time_evaluation(model, seq, seen, target, batch_size: int, amp: bool, device
     return {"eval users/s": len(seq) / elapsed, f"HR@{k}": float(hits) / len(seq)}
 
 
-def run_path(name: str, data, windows, eval_tensors, args, device, fast: bool) -> dict:
+def run_path(name: str, data, windows, eval_tensors, args, device, path: str) -> dict:
+    import numpy as np
     import torch
+    from recboard.benchmarks.speed.flops import count_flops, utilisation
+    from recboard.datasets.batches import SequenceBatch
 
+    fast = path != "plain"
     cls, config = model_config(name, args.max_len, args.hidden_size)
     config.attention = "sdpa" if fast else "eager"
+    config.loss_chunk = args.loss_chunk if path == "chunked" else 0
     amp = fast and device.type == "cuda"
     torch.backends.cuda.matmul.allow_tf32 = fast
     torch.backends.cudnn.allow_tf32 = fast
     torch.manual_seed(args.seed)
-    model = cls(config, data.catalog()).to(device)
+    catalog = data.catalog()
+    if args.size == "mind-large":
+        # every news its own output row, as if all 161k were clicked in training: the worst case
+        # the chunked softmax is for (the synthetic users alone would leave most items unseen)
+        catalog = dataclasses.replace(catalog, train_counts=np.maximum(catalog.train_counts, 1))
+    model = cls(config, catalog).to(device)
     optimizer = (torch.optim.AdamW(model.parameters(), lr=1e-3, fused=True) if fast
                  else torch.optim.AdamW(model.parameters(), lr=1e-3, foreach=False))
     result = time_training(model, optimizer, windows, args.batch_size, args.steps, args.warmup, amp, device)
+    result["softmax width"] = model.unknown_row   # items with their own output row + the shared unknown row
+    seq = windows[:args.batch_size].to(device)
+
+    def one_step():
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+            model.loss(SequenceBatch(seq)).backward()
+    step_s = args.batch_size / result["train seq/s"]
+    result["train TFLOP/step"] = count_flops(one_step) / 1e12
+    result["train TFLOP/s"], result["% of bf16 peak"] = utilisation(result["train TFLOP/step"] * 1e12, step_s,
+                                                                    args.device_name)
     result.update(time_evaluation(model, *eval_tensors, args.eval_batch_size, amp, device))
     del model, optimizer
     if device.type == "cuda":
@@ -138,23 +171,31 @@ def parse_args(argv=None) -> argparse.Namespace:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", default="cuda", help="cuda | cuda:N | cpu (default: cuda)")
     p.add_argument("--model", choices=(*MODELS, "all"), default="all")
-    p.add_argument("--n-items", type=int, default=3416)
-    p.add_argument("--n-users", type=int, default=6040)
-    p.add_argument("--max-len", type=int, default=200)
+    p.add_argument("--size", choices=sorted(SIZES), default="ml-1m",
+                   help="data shape: ml-1m | mind-large | tiny (CPU); sets the next five flags' defaults")
+    p.add_argument("--n-users", type=int)
+    p.add_argument("--n-items", type=int)
+    p.add_argument("--max-len", type=int)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--steps", type=int, help="timed training steps per path")
     p.add_argument("--hidden-size", type=int, default=None, help="override the model's ML-1m preset")
-    p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--eval-batch-size", type=int, default=512)
-    p.add_argument("--steps", type=int, default=50, help="timed training steps per path")
+    p.add_argument("--loss-chunk", type=int, default=2048, help="the chunked path's loss_chunk")
     p.add_argument("--warmup", type=int, default=5, help="untimed training steps first")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
-    for key in ("n_items", "n_users", "max_len", "batch_size", "eval_batch_size", "steps"):
+    for key, default in zip(("n_users", "n_items", "max_len", "batch_size", "steps"), SIZES[args.size]):
+        if getattr(args, key) is None:
+            setattr(args, key, default)
+    for key in ("n_items", "n_users", "max_len", "batch_size", "eval_batch_size", "steps", "loss_chunk"):
         if getattr(args, key) < (2 if key == "max_len" else 1):
             p.error(f"--{key.replace('_', '-')} must be positive (max-len >= 2), got {getattr(args, key)}")
     return args
 
 
-def main(argv=None) -> list:
+def main(argv=None, legacy_rows: bool = True) -> list:
+    """Run, print the table and return its rows: [model, measure, plain, fast, fast/plain], or
+    with ``legacy_rows=False`` those plus [chunked, chunked/fast]."""
     args = parse_args(argv)
     import numpy as np
     import torch
@@ -165,7 +206,7 @@ def main(argv=None) -> list:
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         sys.exit(f"--device {args.device}: no CUDA GPU available (use --device cpu with small sizes)")
-    device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    device_name = args.device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     print(f"device: {device_name} | torch {torch.__version__} | users {args.n_users}, items {args.n_items}, "
           f"max_len {args.max_len}, batch {args.batch_size}, {args.steps} timed steps", flush=True)
 
@@ -178,20 +219,29 @@ def main(argv=None) -> list:
     print(f"data: {int(data.lengths().mean())} items per user on average, {len(windows)} training windows, "
           f"{len(inputs)} evaluation users", flush=True)
 
-    fast_label = "fast (bf16 autocast, sdpa, fused AdamW, TF32)" if device.type == "cuda" \
-        else "fast (fp32 on CPU, sdpa, fused AdamW)"
-    rows = []
+    labels = {"plain": "plain (fp32, eager, AdamW)",
+              "fast": "fast: today (bf16, sdpa, fused AdamW, TF32)" if device.type == "cuda"
+              else "fast: today (fp32 on CPU, sdpa, fused AdamW)",
+              "chunked": f"fast + loss_chunk={args.loss_chunk}"}
+    printed, rows = [], []
     for name in MODELS if args.model == "all" else (args.model,):
-        plain = run_path(name, data, windows, eval_tensors, args, device, fast=False)
-        fast = run_path(name, data, windows, eval_tensors, args, device, fast=True)
-        for measure in plain:
-            ratio = fast[measure] / plain[measure] if plain[measure] else float("nan")
-            higher_is_better = measure.endswith("/s")
-            rows.append([name, measure, plain[measure], fast[measure],
-                         f"{ratio:.2f}x" if higher_is_better or measure.endswith("GiB") else ""])
-    print(tabulate(rows, headers=["model", "measure", "plain (fp32, eager, AdamW)", fast_label, "fast/plain"],
-                   floatfmt=".4g"))
-    return rows
+        results = {path: run_path(name, data, windows, eval_tensors, args, device, path) for path in PATHS}
+        for measure in results["plain"]:
+            values = [results[path][measure] for path in PATHS]
+            ratios = [ratio(measure, results[new][measure], results[old][measure])
+                      for new, old in (("fast", "plain"), ("chunked", "fast"))]
+            printed.append([name, measure, *(f"{v:.4g}" if isinstance(v, float) else v for v in values), *ratios])
+            rows.append([name, measure, values[0], values[1], ratios[0], values[2], ratios[1]])
+    print(tabulate(printed, headers=["model", "measure", *(labels[p] for p in PATHS), "fast/plain", "chunked/fast"],
+                   disable_numparse=True))
+    # (model, measure, plain, fast, fast/plain) first, as callers of the two-path version read them
+    return [row[:5] for row in rows] if legacy_rows else rows
+
+
+def ratio(measure: str, new, old) -> str:
+    """"1.23x" for rates and memory (higher-is-more), "" for the rest."""
+    comparable = measure.endswith(("/s", "GiB")) and isinstance(new, float) and isinstance(old, float) and old
+    return f"{new / old:.2f}x" if comparable else ""
 
 
 if __name__ == "__main__":
