@@ -32,14 +32,20 @@ def collect(tracking_uri=None, best_only: bool = True):
 
     uris = [tracking_uri or tracking.tracking_uri()] if isinstance(tracking_uri, (str, type(None))) \
         else list(tracking_uri)
-    frames = []
+    frames, finished_groups = [], set()
     for uri in uris:
         for kind in ("run", "trial", "eval"):
             found = tracking.search_runs(tracking.tag_filter({"recboard.kind": kind}, status="FINISHED"), uri,
                                          output_format="pandas")
             if len(found):
                 frames.append(found.assign(store=uri))
-    runs = fold_groups(_tidy(pd.concat(frames, ignore_index=True) if frames else None))
+        groups = tracking.search_runs(tracking.tag_filter({"recboard.kind": "group"}, status="FINISHED"), uri,
+                                      output_format="list")
+        finished_groups.update(g.info.run_id for g in groups)
+    runs = _tidy(pd.concat(frames, ignore_index=True) if frames else None)
+    # the seeds of an interrupted group are not a group: a partial mean would be a lucky subset
+    runs = runs[runs["group"].isna() | runs["group"].isin(finished_groups)].reset_index(drop=True)
+    runs = fold_groups(runs)
     return select_best(runs) if best_only else runs
 
 

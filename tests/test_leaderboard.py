@@ -305,17 +305,24 @@ def test_seed_group_is_one_row_with_mean_and_std(tmp_path, fresh_store, referenc
     client = mlflow.MlflowClient(uri)
     exp = client.create_experiment("lb", artifact_location=(tmp_path / "artifacts").as_uri())
     # the group's mean validation (0.25) loses to the single run (0.28), although one seed (0.30) beats it
+    g1, g2, g3 = (_log(client, exp, model=m, dataset="ml-1m", protocol="full", valid=0, test=0, kind="group",
+                       with_test=False) for m in ("sasrec", "bert4rec", "pop"))
     for valid, test in ((0.30, 0.10), (0.20, 0.20)):
         _log(client, exp, model="sasrec", dataset="ml-1m", protocol="full", valid=valid, test=test,
-             extra_tags={"recboard.group": "g1"})
+             extra_tags={"recboard.group": g1})
+    # the one finished seed of an interrupted group is not shown as if it were the group
+    client.set_terminated(g3, status="KILLED")
+    _log(client, exp, model="pop", dataset="ml-1m", protocol="full", valid=0.9, test=0.9,
+         extra_tags={"recboard.group": g3})
     _log(client, exp, model="sasrec", dataset="ml-1m", protocol="full", valid=0.28, test=0.05)
     _log(client, exp, model="bert4rec", dataset="ml-1m", protocol="full", valid=0.1, test=0.3,
-         extra_tags={"recboard.group": "g2"})
+         extra_tags={"recboard.group": g2})
     _log(client, exp, model="bert4rec", dataset="ml-1m", protocol="full", valid=0.1, test=0.4,
-         extra_tags={"recboard.group": "g2"})
+         extra_tags={"recboard.group": g2})
     best = lb.collect(uri).set_index("model")
+    assert "pop" not in best.index
     assert best.loc["sasrec", "n_seeds"] == 1 and best.loc["sasrec", "valid"] == pytest.approx(0.28)
-    assert best.loc["bert4rec", "run_id"] == "g2" and best.loc["bert4rec", "n_seeds"] == 2
+    assert best.loc["bert4rec", "run_id"] == g2 and best.loc["bert4rec", "n_seeds"] == 2
     assert best.loc["bert4rec", "HR@1"] == pytest.approx(0.35)
     assert best.loc["bert4rec", "HR@1 std"] == pytest.approx(pd.Series([0.3, 0.4]).std(ddof=1))
     line = next(x for x in lb.render(lb.collect(uri), references, commit=COMMIT, date=DATE).splitlines()
