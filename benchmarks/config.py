@@ -218,13 +218,13 @@ def from_run(run_id: str) -> dict:
     """Model, dataset and the whole resolved config of a recorded run (its config.json)."""
     import json
 
-    from recboard.benchmarks.tracking import download_artifact, get_run
+    from recboard.benchmarks.tracking import artifact, get_run
 
     tags = get_run(run_id).data.tags
-    path = download_artifact(run_id, "config.json")
-    if path is None:
-        raise ConfigError(f"run {run_id} has no config.json artifact to replay")
-    config = json.loads(path.read_text()).get("config", {})
+    with artifact(run_id, "config.json") as path:
+        if path is None:
+            raise ConfigError(f"run {run_id} has no config.json artifact to replay")
+        config = json.loads(path.read_text()).get("config", {})
     return {"model": tags.get("recboard.model"), "dataset": tags.get("recboard.dataset"), **config}
 
 

@@ -57,26 +57,28 @@ def log_saved_run(tracker, model, cfg, identity: str, examples: dict | None) -> 
 
 def load_examples(run_id: str, store: str | None = None) -> dict | None:
     """The run's per-example test metrics ({"row": ..., metric: ...}), or None."""
-    from recboard.benchmarks.tracking import download_artifact
+    from recboard.benchmarks.tracking import artifact
 
-    path = download_artifact(run_id, EXAMPLES, store)
-    if path is None:
-        return None
-    with np.load(path) as saved:
-        return {k: saved[k] for k in saved.files}
+    with artifact(run_id, EXAMPLES, store) as path:
+        if path is None:
+            return None
+        with np.load(path) as saved:
+            return {k: saved[k] for k in saved.files}
 
 
-def saved_model(run_id: str, store: str | None = None) -> tuple[dict, Path]:
-    """(config.json of the run's saved model, path of its weights); a one-line error when
-    the run does not exist or saved no model."""
-    from recboard.benchmarks.tracking import download_artifact, get_run
+def saved_model(run_id: str, store: str | None = None) -> tuple[dict, dict]:
+    """(config.json of the run's saved model, its state dict); a one-line error when the run
+    does not exist or saved no model."""
+    from safetensors.torch import load_file
+
+    from recboard.benchmarks.tracking import artifact, get_run
 
     get_run(run_id, store)
-    folder = download_artifact(run_id, MODEL_DIR, store)
-    if folder is None or not (folder / WEIGHTS).exists():
-        raise SavedRunError(f"run {run_id} has no saved model (artifact {MODEL_DIR}/{WEIGHTS}); it was made "
-                            "before models were saved, with save_model=false, or did not finish")
-    return json.loads((folder / CONFIG).read_text()), folder / WEIGHTS
+    with artifact(run_id, MODEL_DIR, store) as folder:
+        if folder is None or not (folder / WEIGHTS).exists():
+            raise SavedRunError(f"run {run_id} has no saved model (artifact {MODEL_DIR}/{WEIGHTS}); it was made "
+                                "before models were saved, with save_model=false, or did not finish")
+        return json.loads((folder / CONFIG).read_text()), load_file(str(folder / WEIGHTS))
 
 
 def evaluate_saved(run_id: str, sets=None, *, data=None, data_dir=None, cache_dir=None,
@@ -84,7 +86,6 @@ def evaluate_saved(run_id: str, sets=None, *, data=None, data_dir=None, cache_di
     """Score the saved best weights of ``run_id`` on the test split, with ``sets`` (e.g.
     ``protocol=sampled-pop100``) applied over the saved config. Returns a ``RunResult``."""
     import torch
-    from safetensors.torch import load_file
 
     from recboard.benchmarks import config as C
     from recboard.benchmarks import runner
@@ -104,7 +105,7 @@ def evaluate_saved(run_id: str, sets=None, *, data=None, data_dir=None, cache_di
                             f"dataset loaded here is {data.identity()}; point --data-dir at the same files")
     route = route_for(cfg.model_name, data)
     model = model_class(cfg.model_name)(cfg.model, route.catalog())
-    model.load_state_dict(load_file(str(weights)))
+    model.load_state_dict(weights)
     model.to(device)
     amp_dtype = torch.bfloat16 if (cfg.train.amp and device.type == "cuda") else None
     evaluator = route.evaluator("test", cfg, device)

@@ -26,6 +26,7 @@ from __future__ import annotations
 import functools
 import importlib.util
 import json
+import contextlib
 import os
 import subprocess
 from pathlib import Path
@@ -295,17 +296,20 @@ def get_run(run_id: str, store: str | None = None):
         raise ValueError(f"no MLflow run {run_id!r} in {uri}") from None
 
 
-def download_artifact(run_id: str, name: str, store: str | None = None) -> Path | None:
-    """Local copy of the run's artifact ``name`` (a file or folder), or None if it has none."""
+@contextlib.contextmanager
+def artifact(run_id: str, name: str, store: str | None = None):
+    """A local copy of the run's artifact ``name`` (a file or folder), or None if it has
+    none, for the duration of the ``with`` block; the copy is deleted afterwards."""
     import tempfile
 
-    import mlflow
     from mlflow.exceptions import MlflowException
 
-    client = mlflow.MlflowClient(store or tracking_uri())
+    client = quiet_mlflow().MlflowClient(store or tracking_uri())
     # a progress bar per artifact would bury the command's own output
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    try:
-        return Path(client.download_artifacts(run_id, name, tempfile.mkdtemp(prefix="recboard-artifact-")))
-    except (MlflowException, OSError):
-        return None
+    with tempfile.TemporaryDirectory(prefix="recboard-artifact-") as folder:
+        try:
+            path = Path(client.download_artifacts(run_id, name, folder))
+        except (MlflowException, OSError):
+            path = None
+        yield path
