@@ -45,7 +45,8 @@ class Checkpointer:
         payload = {"format": FORMAT, "config_digest": self.digest, "mlflow_run_id": self.run_id,
                    "model": model.state_dict(),
                    "optimizer": optimizer.state_dict() if optimizer is not None else None,
-                   "train_state": dataclasses.asdict(state)}
+                   # the fields as they are: asdict would deep-copy the best weights every epoch
+                   "train_state": {f.name: getattr(state, f.name) for f in dataclasses.fields(state)}}
         buffer = io.BytesIO()
         torch.save(payload, buffer)
         self.directory.mkdir(parents=True, exist_ok=True)

@@ -125,17 +125,18 @@ def cmd_run(args) -> int:
     source = f"run {args.from_run}" if args.from_run else str(args.config)
     cfg = C.resolve(model, dataset, args.set, preset=preset,
                     layers=[(base, source), (tuned, f"study {args.from_study}")])
-    if args.seeds is not None:
+    seeds = None
+    if args.seeds is not None:   # checked before anything is printed or trained
         from recboard.benchmarks.seeds import parse_seeds
-        parse_seeds(args.seeds)
+        seeds = parse_seeds(args.seeds)
     if not args.quiet:
         print(C.describe(cfg), file=sys.stderr)
     if args.resume and not args.checkpoint_dir:
         raise C.ConfigError("--resume needs --checkpoint-dir (where the interrupted run wrote its checkpoints)")
     if args.experiment:  # MLflow's own variable, so every run this command starts goes there
         os.environ["MLFLOW_EXPERIMENT_NAME"] = args.experiment
-    if args.seeds is not None:
-        return run_seed_group(cfg, args)
+    if seeds is not None:
+        return run_seed_group(cfg, seeds, args)
     result = run(cfg, data_dir=args.data_dir, cache_dir=args.cache_dir, tracking=not args.no_track,
                  progress=not args.quiet, checkpoint_dir=args.checkpoint_dir, resume=args.resume)
     from recboard.benchmarks.distributed import is_main
@@ -158,14 +159,16 @@ def report(table: str, recorded: str | None, json_path: str | None, obj: dict) -
     return 0
 
 
-def run_seed_group(cfg, args) -> int:
-    from recboard.benchmarks.seeds import parse_seeds, run_seeds
+def run_seed_group(cfg, seeds: list, args) -> int:
+    from recboard.benchmarks.distributed import is_main
+    from recboard.benchmarks.seeds import run_seeds
 
-    seeds = parse_seeds(args.seeds)
     if args.checkpoint_dir or args.resume:
         raise ValueError("--seeds cannot be combined with --checkpoint-dir / --resume (one checkpoint per run)")
     group = run_seeds(cfg, seeds, data_dir=args.data_dir, cache_dir=args.cache_dir, tracking=not args.no_track,
                       progress=not args.quiet)
+    if not is_main():  # torchrun: rank 0 reports
+        return 0
     return report(group_table(group), group.group_run_id and f"mlflow seed group {group.group_run_id}",
                   args.json, group.to_json())
 

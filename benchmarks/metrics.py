@@ -114,6 +114,8 @@ class MeanAccumulator:
         impression without negatives)}, on the host, in row order."""
         import numpy as np
 
+        if not self.kept:   # an empty split
+            return {"row": np.zeros(0, dtype=np.int64)}
         rows = np.concatenate([np.asarray(r, dtype=np.int64) for r, _ in self.kept])
         order = np.argsort(rows, kind="stable")
         out = {"row": rows[order]}

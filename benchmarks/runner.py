@@ -137,13 +137,17 @@ def start_tracker(cfg: RunConfig, opts: RunOptions, data, model, device, resume_
                       task=dataset_spec(cfg.dataset_name).task, protocol=cfg.train.protocol,
                       metric=cfg.train.metric, device=device_name(device),
                       fingerprint=data.stats.get("fingerprint", "in-memory"), **data_tags(data))
-    described = model.describe()
-    if described.get("variant"):  # e.g. a text item tower: its own leaderboard row
-        tags["recboard.variant"] = str(described["variant"])
+    tags.update(variant_tag(model))
     tags.update(opts.extra_tags)
-    params = {**cfg.flat(), **{f"model.{k}": v for k, v in described.items()}}
+    params = {**cfg.flat(), **{f"model.{k}": v for k, v in model.describe().items()}}
     return T.Tracker(opts.run_name or f"{cfg.model_name}@{cfg.dataset_name}", tags, params,
                      nested=opts.nested, resume_run_id=resume_run_id)
+
+
+def variant_tag(model) -> dict:
+    """A model variant (e.g. a text item tower) is its own leaderboard row."""
+    variant = model.describe().get("variant")
+    return {"recboard.variant": str(variant)} if variant else {}
 
 
 def data_tags(data) -> dict:

@@ -141,12 +141,13 @@ def _record_eval(run_id, source, cfg, data, model, test, examples, device, wall_
                           task=dataset_spec(cfg.dataset_name).task, protocol=cfg.train.protocol,
                           metric=cfg.train.metric, device=runner.device_name(device), source_run=run_id,
                           fingerprint=data.stats.get("fingerprint", "in-memory"), **runner.data_tags(data))
-        tracker = T.Tracker(f"eval {cfg.model_name}@{cfg.dataset_name} ({cfg.train.protocol})", tags, cfg.flat())
+        tags.update(runner.variant_tag(model))
+        tracker = T.Tracker(f"eval {cfg.model_name}@{cfg.dataset_name} ({cfg.train.protocol})", tags,
+                            {**cfg.flat(), "model.n_params": n_params})
     with runner.ending_status(tracker):
         tracker.log_metrics({**{f"best_valid/{k}": v for k, v in source["valid"].items()},
                              **{f"test/{k}": v for k, v in test.items()}, "best_epoch": source["best_epoch"],
-                             "train_time_s": source["train_time_s"], "wall_time_s": wall_time_s,
-                             "n_params": n_params})
+                             "train_time_s": source["train_time_s"], "wall_time_s": wall_time_s})
         if examples is not None:
             cfg.train.save_model = False   # the weights stay with the source run
             log_saved_run(tracker, model, cfg, data.identity(), examples)

@@ -70,7 +70,9 @@ def run_seeds(cfg, seeds: list, *, data=None, data_dir=None, cache_dir=None, tra
     from recboard.datasets.registry import load_dataset
 
     data = data if data is not None else load_dataset(cfg.dataset_name, data_dir=data_dir, cache_dir=cache_dir)
-    parent = _open_group(cfg, seeds, data, run_name, extra_tags) if tracking else None
+    from recboard.benchmarks.distributed import is_main
+    # under torchrun only rank 0 records, as for a single run
+    parent = _open_group(cfg, seeds, data, run_name, extra_tags) if (tracking and is_main()) else None
     results = []
     with runner.ending_status(parent) if parent else contextlib.nullcontext():
         for seed in seeds:

@@ -227,7 +227,11 @@ class Tracker:
                                          log_system_metrics=False if nested else system_metrics())
         self.run_id = self.run.info.run_id
         if params and not resume_run_id:  # MLflow rejects re-logging a param with a changed value
-            self.log_params(params)
+            try:
+                self.log_params(params)
+            except BaseException:   # the run was started: never leave it RUNNING
+                self.end("FAILED")
+                raise
 
     def log_params(self, params: dict, max_chars: int = 500) -> None:
         """Log ``params`` as strings cut to ``max_chars`` (MLflow caps values at 6000)."""

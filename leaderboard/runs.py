@@ -126,6 +126,13 @@ def select_best(runs):
     return pd.DataFrame(keep).reset_index(drop=True) if keep else runs.iloc[0:0].assign(valid=[])
 
 
+def _finite(value) -> bool:
+    try:
+        return math.isfinite(float(value))
+    except (TypeError, ValueError):
+        return False
+
+
 def row_label(row) -> str:
     """How a row is named in its table: the model, and its variant (e.g. a text item tower)."""
     variant = row.get("variant") or ""
@@ -148,12 +155,15 @@ def significance_marks(rows: dict, metrics, alpha: float = 0.05) -> dict:
             continue
     marks = {}
     for m in metrics:
-        ranked = sorted((label for label in examples if m in examples[label]),
-                        key=lambda label: -float(rows[label].get(m) or -math.inf))
+        ranked = sorted((label for label in examples if m in examples[label] and _finite(rows[label].get(m))),
+                        key=lambda label: -float(rows[label].get(m)))
         if len(ranked) < 2 or any(not np.array_equal(examples[r]["row"], examples[ranked[0]]["row"]) for r in ranked):
             continue
         best, others = ranked[0], ranked[1:]
-        pvalues = holm([paired_test(examples[best][m], examples[o][m])["p_ttest"] for o in others])
+        try:
+            pvalues = holm([paired_test(examples[best][m], examples[o][m])["p_ttest"] for o in others])
+        except ComparisonError:   # too few examples both rows scored (e.g. AUC undefined on most)
+            continue
         if pvalues[0] < alpha and rows[best].get(m) > rows[others[0]].get(m):
             marks[m] = best
     return marks

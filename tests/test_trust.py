@@ -168,3 +168,27 @@ def test_tune_final_seeds_reruns_the_best_trial_as_a_group(in_home, tmp_path):
     parent = get_run(group["group_run_id"]).data
     assert parent.tags["recboard.study"] == "fs" and parent.tags["recboard.kind"] == "group"
     assert 0.004 <= float(parent.params["lr"]) <= 0.009     # the best trial's, not the preset's 0.003
+
+
+def test_significance_marks_skip_metrics_too_few_examples_define():
+    """An AUC that is undefined (NaN) on nearly every impression cannot be tested: no mark,
+    and no crash of the leaderboard."""
+    from unittest import mock
+
+    import numpy as np
+
+    from recboard.leaderboard import runs
+
+    examples = {"a": {"row": np.arange(3), "AUC": np.array([np.nan, np.nan, 1.0])},
+                "b": {"row": np.arange(3), "AUC": np.array([0.5, np.nan, np.nan])}}
+    rows = {"a": {"run_id": "a", "AUC": 0.9}, "b": {"run_id": "b", "AUC": float("nan")}}
+    with mock.patch("recboard.benchmarks.significance.run_examples", lambda ref, store=None: ({}, examples[ref])):
+        assert runs.significance_marks(rows, ["AUC"]) == {}
+        rows["b"]["AUC"] = 0.5
+        assert runs.significance_marks(rows, ["AUC"]) == {}
+
+
+def test_an_empty_split_keeps_no_examples():
+    from recboard.benchmarks.metrics import MeanAccumulator
+
+    assert list(MeanAccumulator(keep_examples=True).examples()["row"]) == []
