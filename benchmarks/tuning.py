@@ -221,27 +221,20 @@ def tune(model: str, dataset: str, trials: int, timeout=None, storage: str | Non
         parent = Tracker(f"tune {study_name}", run_tags(
             kind="tune", model=model, dataset=dataset, task=_task(dataset), protocol=base_cfg.train.protocol,
             metric=metric, study=study_name), experiment=experiment)
-    status = "FAILED"
-    try:
-        parent.log_params({"study": study_name, "storage": _redact(url)[:500], "trials": trials, "seed": seed,
-                           "sampler": sampler, "pruner": pruner_name,
-                           "timeout_s": timeout_s, "space": json.dumps(search),
-                           "fixed": json.dumps(fixed, default=str)}, max_chars=5000)
-        _optimize(study_obj, objective, trials, timeout_s)
-        status = "FINISHED"
-    except KeyboardInterrupt:
-        status = "KILLED"
-        raise
-    finally:
-        try:  # the table and plots of what ran, also after an interrupt
-            _report(study_obj, search, metric, model, dataset, out_dir, plot_study, parent)
-        except Exception as err:
-            if status == "FINISHED":
-                status = "FAILED"
-                raise
-            print(f"recboard: could not write the trials report: {err}", file=sys.stderr)
-        finally:
-            parent.end(status=status)
+    with runner.ending_status(parent):   # FINISHED, KILLED (Ctrl-C, SIGTERM) or FAILED with the error
+        try:
+            parent.log_params({"study": study_name, "storage": _redact(url)[:500], "trials": trials, "seed": seed,
+                               "sampler": sampler, "pruner": pruner_name,
+                               "timeout_s": timeout_s, "space": json.dumps(search),
+                               "fixed": json.dumps(fixed, default=str)}, max_chars=5000)
+            _optimize(study_obj, objective, trials, timeout_s)
+        except BaseException:
+            try:  # the table and plots of what ran, also after an interrupt; the interrupt wins
+                _report(study_obj, search, metric, model, dataset, out_dir, plot_study, parent)
+            except Exception as err:
+                print(f"recboard: could not write the trials report: {err}", file=sys.stderr)
+            raise
+        _report(study_obj, search, metric, model, dataset, out_dir, plot_study, parent)
     return study_obj
 
 
