@@ -19,7 +19,8 @@ import re
 
 from recboard.leaderboard import datastats
 from recboard.leaderboard.references import References, table_metrics
-from recboard.leaderboard.render import (DATASET_TITLES, NOT_REPORTED, Table, _data_line, _num)
+from recboard.leaderboard.render import (DATASET_TITLES, NOT_REPORTED, Table, _data_line, _num,
+                                         best_printed)
 from recboard.leaderboard.runs import UNKNOWN_DATA
 
 _SPECIAL = {
@@ -67,7 +68,7 @@ def render_latex(tables: list, references: References, commit: str, date: str) -
 def _table(table: Table) -> str:
     metrics = table_metrics(table.protocol)
     shown = {name: row for name, row in table.ours.items() if row is not None}
-    best = _best(shown.values(), metrics)
+    best = best_printed(shown.values(), metrics)
     body = [" & ".join([escape(name)] + [_cell(row, m, best, table.marks.get(m) == name) for m in metrics])
             + r" \\" for name, row in shown.items()]
     if table.published:
@@ -89,16 +90,6 @@ def _table(table: Table) -> str:
         r"\end{tabular}",
         *([r"\par\smallskip{\footnotesize " + r"\\ ".join(notes) + "}"] if notes else []),
         r"\end{table}"])
-
-
-def _best(rows, metrics) -> dict:
-    """metric -> the best printed value of ``rows``, where two or more rows have one."""
-    best = {}
-    for m in metrics:
-        printed = [f"{v:.4f}" for v in (_num(r.get(m)) for r in rows) if v is not None]
-        if len(printed) >= 2:
-            best[m] = max(printed, key=float)
-    return best
 
 
 def _cell(row, metric: str, best: dict, marked: bool) -> str:

@@ -159,6 +159,17 @@ def _data_line(table: Table) -> str:
     return line
 
 
+def best_printed(rows, metrics) -> dict:
+    """metric -> the best value of ``rows`` as printed (4 decimals), where two or more rows
+    have one: the cell that is bold (ties at the printed precision are all bold)."""
+    best = {}
+    for m in metrics:
+        printed = [f"{v:.4f}" for v in (_num(r.get(m)) for r in rows) if v is not None]
+        if len(printed) >= 2:
+            best[m] = max(printed, key=float)
+    return best
+
+
 def _cell(row, metric: str, best: dict, marked: bool) -> str:
     value = _num(row.get(metric))
     if value is None:
@@ -176,11 +187,7 @@ def _markdown_table(table: Table) -> str:
 
     metrics = table_metrics(table.protocol)
     shown = {name: row for name, row in table.ours.items() if row is not None}
-    best = {}
-    for m in metrics:  # bold the best of OUR rows, at the printed precision
-        values = [f"{v:.4f}" for v in (_num(r.get(m)) for r in shown.values()) if v is not None]
-        if len(values) >= 2:
-            best[m] = max(values, key=float)
+    best = best_printed(shown.values(), metrics)
     blank = ["", "", "", "", ""]
     body = []
     for name, row in table.ours.items():
