@@ -23,8 +23,10 @@ FORMAT = 2   # 2: the trainer state as one TrainState record
 
 
 def config_digest(cfg) -> str:
-    """Resuming with a different configuration would silently mix two runs: refuse it."""
-    flat = {k: v for k, v in cfg.flat().items() if k not in ("epochs", "device")}
+    """Resuming with a different configuration would silently mix two runs: refuse it.
+    Keys that change how, not what, is trained are left out (``compile`` also keeps the
+    digests of checkpoints written before the key existed)."""
+    flat = {k: v for k, v in cfg.flat().items() if k not in ("epochs", "device", "compile")}
     blob = json.dumps([cfg.model_name, cfg.dataset_name, flat], sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 

@@ -1,6 +1,6 @@
 """``bench``: the parser and the entry point; what each command does is in
 ``recboard.benchmarks.commands`` (list / prepare / config / run / eval / compare / tune /
-leaderboard / demo).
+sweep / leaderboard / demo).
 
 Only argparse and the registries are imported at start-up so ``bench --help`` and
 ``bench list`` are instant; torch, polars, mlflow and transformers load inside commands.
@@ -19,6 +19,14 @@ import sys
 def _add_data_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-dir", help="folder holding the dataset's official files (else the env var or cache)")
     p.add_argument("--cache-dir", help="prepared-data cache (default ~/.cache/recboard or $RECBOARD_CACHE)")
+
+
+def _add_config_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value (repeatable), e.g. --set epochs=50 --set mask_ratio=0.4")
+    p.add_argument("--preset", default="default",
+                   help="a named recipe of the model's on top of its paper presets (bench list shows them), "
+                        "e.g. --preset strong")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -46,11 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "config.json artifact works too); --set still overrides")
     p.add_argument("--from-run", metavar="RUN_ID", help="replay an MLflow run: its model, dataset and config")
     _add_data_args(p)
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config value (repeatable), e.g. --set epochs=50 --set mask_ratio=0.4")
-    p.add_argument("--preset", default="default",
-                   help="a named recipe of the model's on top of its paper presets (bench list shows them), "
-                        "e.g. --preset strong")
+    _add_config_args(p)
     p.add_argument("--json", metavar="PATH", help="also write the result as JSON")
     p.add_argument("--no-track", action="store_true", help="do not record the run in MLflow")
     p.add_argument("--experiment", help="MLflow experiment (default: $MLFLOW_EXPERIMENT_NAME, else recboard)")
@@ -100,11 +104,25 @@ def build_parser() -> argparse.ArgumentParser:
                    help="then train the best trial's configuration with seeds 1..N, as one seed group")
     p.add_argument("--json", metavar="PATH", help="with --final-seeds: the seed group's result as JSON")
 
+    p = sub.add_parser("sweep", help="one config key over a list of values, a seed group per point; the "
+                                     "BERT4Rec paper's sensitivity figures from MLflow")
+    p.add_argument("--model", required=True)
+    p.add_argument("--dataset", required=True, help="one or more, comma-separated, e.g. ml-1m,beauty")
+    p.add_argument("--param", required=True, action="append", metavar="KEY=V1,V2,...",
+                   help="the key to vary and its values, e.g. hidden_size=16,32,64,128,256 (one key per sweep)")
+    p.add_argument("--seeds", default="1,2,3", metavar="1,2,3", help="seeds of every point (default 1,2,3)")
+    _add_data_args(p)
+    _add_config_args(p)
+    p.add_argument("--experiment", help="MLflow experiment (default: $MLFLOW_EXPERIMENT_NAME, else recboard)")
+    p.add_argument("--name", help="sweep name (default MODEL-KEY); re-running a name reuses its finished points")
+    p.add_argument("--out", metavar="DIR", help="where the figures and sweep.md go (default sweeps/NAME/)")
+    p.add_argument("--json", metavar="PATH", help="also write the points and figures as JSON")
+    p.add_argument("--quiet", action="store_true", help="no progress bars and no resolved-config summary")
+
     p = sub.add_parser("config", help="print the resolved config of a run, with where each value came from")
     p.add_argument("--model", required=True)
     p.add_argument("--dataset", required=True)
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="as for bench run")
-    p.add_argument("--preset", default="default", help="as for bench run")
+    _add_config_args(p)
 
     p = sub.add_parser("leaderboard", help="paper-style tables from the MLflow runs, published numbers beside")
     p.add_argument("--out", help="write to this file (e.g. leaderboard/LEADERBOARD.md) instead of stdout")
@@ -115,6 +133,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "default: as bench run)")
     p.add_argument("--references", help="published-numbers toml (default: leaderboard/references.toml)")
     p.add_argument("--dataset", action="append", help="only these datasets (repeatable)")
+    p.add_argument("--figures", metavar="DIR",
+                   help="draw the bench sweep figures into DIR and embed them in the markdown (default with a "
+                        "markdown --out: figures/ beside it)")
+    p.add_argument("--no-figures", action="store_true", help="leave the sweep figures out")
 
     p = sub.add_parser("demo", help="small end-to-end demo on synthetic data: trains, logs to MLflow, prints a table")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
@@ -143,9 +165,10 @@ def usage_errors() -> tuple:
     from recboard.benchmarks.config import ConfigError
     from recboard.benchmarks.search_space import TuningError
     from recboard.benchmarks.seeds import SeedsError
+    from recboard.benchmarks.sweep import SweepError
     from recboard.datasets.registry import UnknownDatasetError
     from recboard.models.registry import UnknownNameError
-    return ConfigError, SeedsError, TuningError, UnknownDatasetError, UnknownNameError
+    return ConfigError, SeedsError, SweepError, TuningError, UnknownDatasetError, UnknownNameError
 
 
 def _interrupt_on_sigterm():

@@ -237,15 +237,62 @@ def cmd_tune(args) -> int:
                   args.json, group.to_json())
 
 
+def cmd_sweep(args) -> int:
+    """Every point of a one-key sweep trained (or reused) as a seed group, then its figures
+    and table drawn from the MLflow store into --out (``recboard.benchmarks.sweep``,
+    ``recboard.leaderboard.figures``)."""
+    from recboard.benchmarks import config as C
+    from recboard.benchmarks.distributed import is_main
+    from recboard.benchmarks.seeds import parse_seeds
+    from recboard.benchmarks.sweep import plan, run_sweep
+    from recboard.benchmarks.tracking import tracking_uri
+    from recboard.leaderboard import figures
+
+    sweep = plan(args.model, args.dataset, args.param, args.set, preset=args.preset, seeds=parse_seeds(args.seeds),
+                 name=args.name)
+    if not args.quiet:   # each dataset's configuration at its first value
+        firsts: dict = {}
+        for point in sweep.points:
+            firsts.setdefault(point.dataset, point)
+        for point in firsts.values():
+            print(C.describe(point.cfg), file=sys.stderr)
+    if args.experiment:  # MLflow's own variable, so every run this command starts goes there
+        os.environ["MLFLOW_EXPERIMENT_NAME"] = args.experiment
+    done = run_sweep(sweep, data_dir=args.data_dir, cache_dir=args.cache_dir, progress=not args.quiet)
+    if not is_main():  # torchrun: rank 0 reports
+        return 0
+    out = Path(args.out or Path("sweeps") / sweep.name)
+    points = figures.collect_sweep(tracking_uri(), sweep.name, {d.group_run_id for d in done})
+    drawn = [(section, figures.draw(section, out)) for section in figures.sections(points)]
+    markdown = figures.write_sweep_report(sweep.name, drawn, out)
+    stats = {p.group_run_id: p.metrics for p in points}   # test metric -> (mean, std), as plotted
+    rows = [{"dataset": d.point.dataset, "value": d.point.value, "group_run_id": d.group_run_id, "reused": d.reused,
+             "metrics": {m: v[0] for m, v in stats.get(d.group_run_id, {}).items()},
+             "metrics_std": {m: v[1] for m, v in stats.get(d.group_run_id, {}).items()}} for d in done]
+    pngs = [str(png) for _, written in drawn for _, png in written]
+    table = "\n\n".join(figures.points_table(section) for section, _ in drawn)
+    table += f"\n\nwrote {markdown} and {len(pngs)} figure(s) in {out}"
+    reused = sum(d.reused for d in done)
+    return report(table, f"mlflow sweep {sweep.name}: {len(done)} seed groups ({reused} reused)", args.json,
+                  {"sweep": sweep.name, "model": sweep.model, "param": sweep.param, "seeds": sweep.seeds,
+                   "points": rows, "figures": pngs, "markdown": str(markdown)})
+
+
 def cmd_leaderboard(args) -> int:
+    from recboard.benchmarks.sweep import SweepError
     from recboard.datasets.files import atomic_write_text
     from recboard.leaderboard import render
     fmt = args.format or (render.FORMATS.get(Path(args.out).suffix.lower(), "markdown") if args.out else "markdown")
+    if args.figures and (fmt != "markdown" or args.no_figures):
+        raise SweepError("--figures goes with markdown output and without --no-figures")
+    here = Path(args.out).parent if args.out else Path.cwd()   # where the figure links start
+    figures_dir = None if (fmt != "markdown" or args.no_figures) else \
+        (args.figures or (here / "figures" if args.out else None))
     text = render.build(fmt=fmt, tracking_uri=args.tracking_uri, references=args.references,
-                        datasets=args.dataset)
+                        datasets=args.dataset, figures_dir=figures_dir, link_dir=here)
     if args.out:
         atomic_write_text(args.out, text)
-        print(f"wrote {args.out}")
+        print(f"wrote {args.out}" + (f" and the sweep figures in {figures_dir}" if "![" in text else ""))
     else:
         print(text)
     return 0
@@ -276,4 +323,5 @@ def cmd_demo(args) -> int:
 
 
 COMMANDS = {"list": cmd_list, "prepare": cmd_prepare, "run": cmd_run, "config": cmd_config, "tune": cmd_tune,
-            "leaderboard": cmd_leaderboard, "demo": cmd_demo, "eval": cmd_eval, "compare": cmd_compare}
+            "sweep": cmd_sweep, "leaderboard": cmd_leaderboard, "demo": cmd_demo, "eval": cmd_eval,
+            "compare": cmd_compare}

@@ -37,9 +37,16 @@ class TrainConfig:
     max_train_minutes: float = 0  # stop starting epochs after this much training time (0 = no limit)
     grad_clip: float = 5.0
     save_model: bool = True       # log the best weights as an MLflow artifact (bench eval re-scores them)
+    compile: str = "off"          # torch.compile the training loss: off | default | reduce-overhead | max-autotune
+    lr_schedule: str = "constant"  # constant | linear: BERT's warmup, then linear decay to 0 at the last step
+    warmup_steps: int = 0         # steps of linear warmup from lr 0 (either schedule)
+    window_step: int = 0          # sequence training windows start every window_step items (0 = max_len: no overlap)
 
 
 SEQUENCE_PROTOCOLS = ("full", "sampled-uni100", "sampled-pop100")
+# torch.compile modes; "reduce-overhead" adds CUDA graphs (one launch per compiled graph on a GPU)
+COMPILE_MODES = ("off", "default", "reduce-overhead", "max-autotune")
+LR_SCHEDULES = ("constant", "linear")
 PROTOCOLS = SEQUENCE_PROTOCOLS + ("impressions",)   # every result is keyed by one of these
 SEQUENCE_METRICS = ("HR@1", "HR@5", "HR@10", "NDCG@5", "NDCG@10", "MRR")
 IMPRESSION_METRICS = ("AUC", "MRR", "nDCG@5", "nDCG@10")
@@ -177,9 +184,15 @@ def validate(run: RunConfig, task: str) -> None:
         metrics = IMPRESSION_METRICS
     if t.metric not in metrics:
         raise ConfigError(f"metric for {task} data must be one of {', '.join(metrics)}, got {t.metric!r}")
-    for key in ("epochs", "batch_size", "eval_batch_size", "max_len", "history_len", "npratio"):
-        if getattr(t, key) < (0 if key == "epochs" else 1):
-            raise ConfigError(f"config key {key!r} must be positive, got {getattr(t, key)}")
+    if t.compile not in COMPILE_MODES:
+        raise ConfigError(f"config key 'compile' must be one of {', '.join(COMPILE_MODES)}, got {t.compile!r}")
+    if t.lr_schedule not in LR_SCHEDULES:
+        raise ConfigError(f"config key 'lr_schedule' must be one of {', '.join(LR_SCHEDULES)}, got {t.lr_schedule!r}")
+    for key in ("epochs", "batch_size", "eval_batch_size", "max_len", "history_len", "npratio", "warmup_steps",
+                "window_step"):
+        least = 0 if key in ("epochs", "warmup_steps", "window_step") else 1
+        if getattr(t, key) < least:
+            raise ConfigError(f"config key {key!r} must be {'>= 0' if least == 0 else 'positive'}, got {getattr(t, key)}")
 
 
 # --------------------------------------------------------------------------- replay

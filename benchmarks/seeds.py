@@ -101,8 +101,14 @@ def _open_group(cfg, seeds, data, run_name, extra_tags):
                       task=dataset_spec(cfg.dataset_name).task, protocol=cfg.train.protocol,
                       metric=cfg.train.metric, seeds=",".join(map(str, seeds)), **data_tags(data))
     tags.update(extra_tags or {})
-    params = {k: v for k, v in cfg.flat().items() if k != "seed"}
-    return T.Tracker(run_name or f"{cfg.model_name}@{cfg.dataset_name} x{len(seeds)} seeds", tags, params)
+    return T.Tracker(run_name or f"{cfg.model_name}@{cfg.dataset_name} x{len(seeds)} seeds", tags,
+                     group_params(cfg))
+
+
+def group_params(cfg) -> dict:
+    """The params of a group's parent run: the resolved config without the seed, which
+    each seed's own run records."""
+    return {k: v for k, v in cfg.flat().items() if k != "seed"}
 
 
 def _group_result(cfg, seeds, results, group_run_id) -> GroupResult:

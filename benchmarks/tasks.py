@@ -35,12 +35,20 @@ class IncompatibleModelError(ValueError):
 
 # ------------------------------------------------------------------ training batches
 
-def window_sequences(sequences: list, max_len: int) -> np.ndarray:
-    """Cut each sequence into non-overlapping windows of ``max_len`` from its end, so long
-    histories contribute all their items (not only the last ``max_len``); windows shorter
-    than 2 items are dropped. Returns left-padded int64 [n_windows, max_len]."""
+def window_sequences(sequences: list, max_len: int, step: int = 0) -> np.ndarray:
+    """Training windows of each sequence, so long histories contribute all their items (not
+    only the last ``max_len``). Returns left-padded int64 [n_windows, max_len].
+
+    ``step`` 0: non-overlapping windows of ``max_len`` cut from the end, the earliest one
+    shorter; windows of fewer than 2 items are dropped. ``step`` > 0: BERT4Rec's original
+    sliding window (``gen_data_fin.py``, ``prop_sliding_window``): a sequence longer than
+    ``max_len`` gives windows starting every ``step`` items back from its end, plus one
+    starting at its first item, all ``max_len`` long (ML-1m used step 100 of 200, Beauty 5 of 50)."""
     windows = []
     for seq in sequences:
+        if step and len(seq) > max_len:
+            windows += [seq[start:start + max_len] for start in [*range(len(seq) - max_len, 0, -step), 0]]
+            continue
         end = len(seq)
         while end >= 2:
             windows.append(seq[max(0, end - max_len):end])
@@ -96,7 +104,7 @@ class SequenceBatches(TrainingBatches):
 
     def __init__(self, sequences: list, max_len: int, train, device):
         super().__init__(train)
-        self.windows = torch.as_tensor(window_sequences(sequences, max_len), device=device)
+        self.windows = torch.as_tensor(window_sequences(sequences, max_len, train.window_step), device=device)
         self.size = len(self.windows)
 
     def batch(self, index, rng) -> SequenceBatch:

@@ -170,6 +170,12 @@ def metric_label(key: str) -> str:
     return key.replace("_at_", "@")
 
 
+def logged_params(params: dict, max_chars: int = 500) -> dict[str, str]:
+    """``params`` as a run records them: strings cut to ``max_chars`` (MLflow caps values at
+    6000). What a recorded run's params are compared with (``bench sweep`` reusing a point)."""
+    return {k: str(v)[:max_chars] for k, v in params.items()}
+
+
 def dataset_facts(stats: dict) -> dict:
     """The statistics worth recording with a run: scalars, without the machine-local cache
     path."""
@@ -234,8 +240,8 @@ class Tracker:
                 raise
 
     def log_params(self, params: dict, max_chars: int = 500) -> None:
-        """Log ``params`` as strings cut to ``max_chars`` (MLflow caps values at 6000)."""
-        self.mlflow.log_params({k: str(v)[:max_chars] for k, v in params.items()})
+        """Log ``params`` as strings cut to ``max_chars`` (``logged_params``)."""
+        self.mlflow.log_params(logged_params(params, max_chars))
 
     def log_metrics(self, values: dict, step: int | None = None) -> None:
         self.mlflow.log_metrics({metric_key(k): float(v) for k, v in values.items()}, step=step)

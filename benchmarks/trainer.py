@@ -4,6 +4,7 @@ Everything the next epoch depends on, apart from the model and optimizer, lives 
 ``TrainState`` record: the checkpoint saves it whole and a resumed run starts from it. The
 loop is deliberately plain (nanoGPT-style): training batches come from the run's route
 (already on the device), bf16 autocast on CUDA, validation after every epoch on the device.
+``compile`` (a config key) runs the loss through ``torch.compile``, see ``training_loss``.
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ import numpy as np
 import torch
 
 from recboard.benchmarks import distributed as D
+from recboard.benchmarks.config import ConfigError
 from recboard.benchmarks.evaluation import autocast
 
 
@@ -59,6 +61,60 @@ def _progress(iterable, total: int, desc: str, enabled: bool):
     return tqdm(iterable, total=total, desc=desc, leave=False, dynamic_ncols=True, file=sys.stderr)
 
 
+def training_loss(model, device: torch.device, mode: str):
+    """The trainer's ``batch -> loss``: ``D.wrap``'s, through ``torch.compile(mode=mode)``
+    unless ``mode`` is "off" (the ``compile`` config key).
+
+    Only the loss is compiled -- its forward and, through AOTAutograd, its backward, where
+    the launches of a small model's many tiny kernels are; the fused AdamW step and grad
+    clipping stay eager (a few multi-tensor kernels). Compiling the callable, not the model,
+    keeps ``model.state_dict()``'s keys (no ``_orig_mod.`` prefix), so checkpoints and saved
+    weights are the same with or without it. ``dynamic=False``: one graph per batch shape;
+    an epoch's last, smaller batch is a second shape, compiled once and reused, which beats
+    dynamic-shape kernels for every step. Random numbers (cloze masks, dropout) inside the
+    graph come from inductor's generator: the same distributions as eager, other draws. A
+    model opts in with ``compiles = True``: its training shapes must not depend on the data.
+    """
+    if mode == "off":
+        return D.wrap(model, device)
+    if not getattr(model, "compiles", False):
+        raise ConfigError(f"compile={mode}: {type(model).__name__} with this configuration cannot be compiled "
+                          "(its training shapes depend on the data); use compile=off")
+    _check_inductor(device, mode)
+    return torch.compile(D.wrap(model, device), mode=mode, dynamic=False)
+
+
+def _check_inductor(device: torch.device, mode: str) -> None:
+    """Fail before training, with the fix, instead of at the first step deep inside inductor."""
+    if device.type == "cuda":
+        try:
+            import triton  # noqa: F401  (inductor's GPU kernels)
+        except ImportError:
+            raise RuntimeError(f"compile={mode} on a GPU needs Triton (pip install triton); or use compile=off") \
+                from None
+        return
+    import shutil
+
+    import torch._inductor.config as inductor
+    if not any(name and shutil.which(name) for name in inductor.cpp.cxx):
+        raise RuntimeError(f"compile={mode} on CPU needs a C++ compiler for inductor's kernels "
+                           f"({', '.join(n for n in inductor.cpp.cxx if n)} not found); install g++, set CXX, "
+                           "or use compile=off")
+
+
+def lr_factor(train, step: int, total_steps: int) -> float:
+    """The learning rate of 0-based ``step`` as a fraction of ``train.lr``: linear warmup
+    from 0 over ``warmup_steps``, then 1 ("constant") or ``1 - step / total_steps``
+    ("linear", reaching 0 at the end of ``epochs``; early stopping may end the run sooner) --
+    the schedule of BERT4Rec's original code (BERT's ``optimization.py``). A function of the
+    step alone, so a resumed run needs no scheduler state."""
+    if step < train.warmup_steps:
+        return step / train.warmup_steps
+    if train.lr_schedule == "linear":
+        return max(0.0, 1.0 - step / max(total_steps, 1))
+    return 1.0
+
+
 class Trainer:
     """Runs ``fit(state)`` for one model. ``batches`` is None when there is nothing to train
     (no trainable parameters or ``epochs=0``); then the model is only validated once."""
@@ -69,7 +125,8 @@ class Trainer:
         self.valid_evaluator, self.cfg, self.device = valid_evaluator, cfg, device
         self.tracker, self.checkpointer, self.on_epoch, self.progress = tracker, checkpointer, on_epoch, progress
         self.amp_dtype = torch.bfloat16 if (cfg.train.amp and device.type == "cuda") else None
-        self.compute_loss = D.wrap(model, device) if batches is not None else None
+        self.compiled = cfg.train.compile != "off"
+        self.compute_loss = training_loss(model, device, cfg.train.compile) if batches is not None else None
 
     def fit(self, state: TrainState) -> TrainState:
         sampler = np.random.default_rng(self.cfg.train.seed)
@@ -115,7 +172,14 @@ class Trainer:
         total, steps = torch.zeros((), device=self.device), 0
         batches = _progress(self.batches.epoch(sampler), self.batches.steps_per_epoch(), f"epoch {epoch}/{epochs}",
                             self.progress)
+        per_epoch = self.batches.steps_per_epoch()
         for batch in batches:
+            if t.lr_schedule != "constant" or t.warmup_steps:
+                factor = lr_factor(t, (epoch - 1) * per_epoch + steps, t.epochs * per_epoch)
+                for group in optimizer.param_groups:
+                    group["lr"] = t.lr * factor
+            if self.compiled:   # CUDA graphs: the last step's outputs may be overwritten now
+                torch.compiler.cudagraph_mark_step_begin()
             with autocast(self.device.type, self.amp_dtype):
                 loss = self.compute_loss(batch)
             optimizer.zero_grad(set_to_none=True)

@@ -1,7 +1,8 @@
 """Published numbers shown beside ours: ``references.toml`` (packaged next to this file)
 parsed into ``Reference`` rows and checked -- known dataset, protocol and citation, metrics
 the protocol reports, values that are fractions -- with errors naming the file, line and
-what was expected."""
+what was expected. ``[[gaps]]`` entries are sentences printed under a table of ours: where a
+row of ours falls short of a published one, what differs and what we measured about it."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -33,8 +34,17 @@ DATA_KEYS = ("users", "items", "interactions", "identity")
 
 
 @dataclass
+class Gap:
+    dataset: str
+    protocol: str
+    model: str               # the row of ours the sentence is about
+    text: str
+
+
+@dataclass
 class References:
     results: list = field(default_factory=list)
+    gaps: list = field(default_factory=list)        # [Gap]
     citations: dict = field(default_factory=dict)   # key -> {"text", "url"}
     data: dict = field(default_factory=dict)        # dataset -> {users, items, interactions, identity}
 
@@ -61,17 +71,17 @@ def load_references(path=None) -> References:
     except tomllib.TOMLDecodeError as err:
         raise ValueError(f"{path}: not valid TOML: {err}") from None
     lines = text.splitlines()
-    entry_lines = [i + 1 for i, line in enumerate(lines) if line.strip() == "[[results]]"]
 
-    def line_of(n: int, key: str) -> str:
-        """Line of ``key = ...`` inside the n-th [[results]] block (else the block's header)."""
-        if n >= len(entry_lines):
+    def line_of(n: int, key: str, table: str = "results") -> str:
+        """Line of ``key = ...`` inside the n-th [[table]] block (else the block's header)."""
+        starts = [i + 1 for i, line in enumerate(lines) if line.strip() == f"[[{table}]]"]
+        if n >= len(starts):
             return "?"
-        end = entry_lines[n + 1] - 1 if n + 1 < len(entry_lines) else len(lines)
-        for i in range(entry_lines[n], end):
+        end = next((i for i in range(starts[n], len(lines)) if lines[i].lstrip().startswith("[")), len(lines))
+        for i in range(starts[n], end):
             if lines[i].split("=", 1)[0].strip().strip('"') == key:
                 return str(i + 1)
-        return str(entry_lines[n])
+        return str(starts[n])
 
     citations = data.get("citations", {})
     for key, cite in citations.items():
@@ -111,6 +121,15 @@ def load_references(path=None) -> References:
         refs.results.append(Reference(entry["dataset"], entry["protocol"], entry["model"],
                                       entry["citation"], entry.get("source", ""), values, printed,
                                       entry.get("note", "")))
+    for n, entry in enumerate(data.get("gaps", [])):
+        missing = [k for k in ("dataset", "protocol", "model", "text") if not isinstance(entry.get(k), str)]
+        if missing:
+            raise ValueError(f"{path}, line {line_of(n, missing[0], 'gaps')} ([[gaps]] #{n + 1}): expected "
+                             f"{', '.join(missing)} = \"...\"")
+        if entry["protocol"] not in PROTOCOLS:
+            raise ValueError(f"{path}, line {line_of(n, 'protocol', 'gaps')} ([[gaps]] #{n + 1}): protocol must be "
+                             f"one of {', '.join(PROTOCOLS)}, got {entry['protocol']!r}")
+        refs.gaps.append(Gap(entry["dataset"], entry["protocol"], entry["model"], " ".join(entry["text"].split())))
     return refs
 
 

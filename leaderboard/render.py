@@ -12,7 +12,10 @@ finds it better than the runner-up (p < 0.05, Holm-corrected). ``build()`` does 
 ``bench leaderboard`` writes the text with ``recboard.datasets.files.atomic_write_text``.
 
 Formats: markdown (with a "Datasets" section of the data's statistics,
-``recboard.leaderboard.datastats``), csv, json and LaTeX (``recboard.leaderboard.latex``).
+``recboard.leaderboard.datastats``; when ``build`` is given a figures folder, a
+"Sensitivity" section of the ``bench sweep`` figures, ``recboard.leaderboard.figures``; and
+under a table, the ``[[gaps]]`` sentences of references.toml about its rows), csv, json and
+LaTeX (``recboard.leaderboard.latex``).
 The csv has one column per metric: MIND's nDCG@5 / nDCG@10 are the same measure as the
 sequences' NDCG@5 / NDCG@10 (normalised DCG of the ranked list at k), so they fill the
 ``NDCG@5`` / ``NDCG@10`` columns and a spreadsheet can sort one column across tables;
@@ -26,7 +29,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 from recboard.benchmarks import tracking
@@ -64,6 +67,7 @@ class Table:
     withheld: int       # published rows of this dataset and protocol left out: other data
     marks: dict         # metric -> label of the row that is significantly best (†)
     title: str
+    gaps: list = field(default_factory=list)   # references.Gap sentences about rows shown
 
 
 def _order(names, registry: dict) -> list:
@@ -109,8 +113,9 @@ def _tables(df, references: References, models, significance: bool) -> list:
         shown = {k: v for k, v in ours.items() if v is not None}
         marks = significance_marks(shown, table_metrics(protocol)) if significance and len(shown) > 1 else {}
         title = _title(dataset, protocol) + (f" — data `{identity[:8]}`" if identities.get(dataset, 1) > 1 else "")
+        gaps = [g for g in references.gaps if (g.dataset, g.protocol) == (dataset, protocol) and g.model in shown]
         tables.append(Table(dataset, identity, protocol, data, ours, published,
-                            len(candidates) - len(published), marks, title))
+                            len(candidates) - len(published), marks, title, gaps if published else []))
     return tables
 
 
@@ -229,13 +234,15 @@ CSV_COLUMNS = ["dataset", "identity", "protocol", "model", "source", "citation",
 
 
 def render(df, references=None, fmt: str = "markdown", commit: str | None = None,
-           date: str | None = None, models=None, datasets=None, significance: bool = True) -> str:
+           date: str | None = None, models=None, datasets=None, significance: bool = True,
+           sensitivity: list = ()) -> str:
     """The leaderboard as markdown, csv, json or latex. ``df`` comes from ``collect()``;
     ``references``: a ``References``, a path to a toml file, None (the packaged
     references.toml) or False (no published rows); ``models``: model names that get a
     "—" row where they have no result (default: every model with a run in ``df``);
     ``datasets``: only these datasets' tables; ``significance``: test the best row of each
-    column against the others (reads the runs' saved test examples)."""
+    column against the others (reads the runs' saved test examples); ``sensitivity``:
+    markdown lines placed after the tables (``figures.leaderboard_section``)."""
     if datasets is not None:
         df = df[df["dataset"].isin(list(datasets))]
     if references is None or isinstance(references, (str, os.PathLike)):
@@ -246,7 +253,7 @@ def render(df, references=None, fmt: str = "markdown", commit: str | None = None
     date = date or datetime.now(timezone.utc).date().isoformat()
     tables = _tables(df, references, models, significance)
     if fmt == "markdown":
-        return _render_markdown(tables, references, commit, date)
+        return _render_markdown(tables, references, commit, date, sensitivity)
     if fmt == "csv":
         import pandas as pd
         records = [{CSV_NAMES.get(k, k): v for k, v in r.items()} for t in tables for r in _records(t)]
@@ -289,7 +296,7 @@ def _records(table: Table) -> list:
     return records
 
 
-def _render_markdown(tables, references: References, commit: str, date: str) -> str:
+def _render_markdown(tables, references: References, commit: str, date: str, sensitivity=()) -> str:
     lines = ["# recboard leaderboard", "",
              "Best configuration per model, chosen on the validation split; the numbers are test "
              "metrics (leave-one-out: last item = test, second last = validation; MIND: the official "
@@ -307,7 +314,9 @@ def _render_markdown(tables, references: References, commit: str, date: str) -> 
         lines += [f"### {table.title}", "", _data_line(table), "",
                   f"Selected by validation {', '.join(selected)} (higher is better).", "",
                   _markdown_table(table), ""]
+        lines += [line for gap in table.gaps for line in (f"*{gap.model}*: {gap.text}", "")]
         cited.update(ref.citation for ref in table.published)
+    lines += sensitivity
     lines += datastats.markdown_section(tables, DATASET_TITLES, UNKNOWN_DATA)
     cited.add("krichene2020sampled")  # the note below
     lines += ["### Notes", "", SAMPLED_NOTE, ""]
@@ -329,7 +338,15 @@ FORMATS = {".md": "markdown", ".markdown": "markdown", ".csv": "csv", ".json": "
 
 
 def build(fmt: str = "markdown", tracking_uri: str | None = None, references=None,
-          commit: str | None = None, date: str | None = None, models=None, datasets=None) -> str:
-    """``collect()`` + ``render()``: the leaderboard text from the MLflow store."""
+          commit: str | None = None, date: str | None = None, models=None, datasets=None,
+          figures_dir=None, link_dir=".") -> str:
+    """``collect()`` + ``render()``: the leaderboard text from the MLflow store. With
+    ``figures_dir``, markdown gains the sensitivity figures of every ``bench sweep`` in the
+    store(s), drawn into that folder and linked relative to ``link_dir`` (the folder of the
+    markdown file)."""
+    sensitivity = []
+    if fmt == "markdown" and figures_dir is not None:
+        from recboard.leaderboard.figures import leaderboard_section
+        sensitivity = leaderboard_section(tracking_uri, figures_dir, link_dir, datasets)
     return render(collect(tracking_uri), references, fmt=fmt, commit=commit, date=date, models=models,
-                  datasets=datasets)
+                  datasets=datasets, sensitivity=sensitivity)

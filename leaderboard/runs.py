@@ -8,6 +8,11 @@ deviation (``<metric> std``) and the number of seeds. ``select_best`` then keeps
 key (dataset, data identity, protocol, model and variant), the row with the best *mean
 validation* score the runs were early-stopped on -- never the test score, and never the
 luckiest seed of a group.
+
+The seed groups of ``bench sweep`` (runs tagged ``recboard.sweep``) are left out: each is one
+point of a one-factor ablation (hidden size 16, mask ratio 0.9, ...), not a configuration
+competing for a row, and the tables would otherwise pick whichever point validated best.
+``recboard.leaderboard.figures`` draws them as the sensitivity figures instead.
 """
 from __future__ import annotations
 
@@ -18,7 +23,7 @@ from recboard.benchmarks.config import IMPRESSION_METRICS, SEQUENCE_METRICS
 
 ALL_METRICS = SEQUENCE_METRICS + tuple(m for m in IMPRESSION_METRICS if m not in SEQUENCE_METRICS)
 RUN_COLUMNS = ["run_id", "store", "dataset", "identity", "data_users", "data_items", "data_interactions",
-               "protocol", "task", "model", "variant", "group", "kind", "device", "git_commit", "selected_by",
+               "protocol", "task", "model", "variant", "group", "sweep", "kind", "device", "git_commit", "selected_by",
                "valid", "train_time_s", "wall_time_s", "n_params", "best_epoch", "start_time", "n_seeds"]
 TABLE_KEY = ["dataset", "identity", "protocol"]
 UNKNOWN_DATA = "unknown"   # runs recorded before data identities were
@@ -30,10 +35,8 @@ def collect(tracking_uri=None, best_only: bool = True):
     several machines are read as one."""
     import pandas as pd
 
-    uris = [tracking_uri or tracking.tracking_uri()] if isinstance(tracking_uri, (str, type(None))) \
-        else list(tracking_uri)
     frames, finished_groups = [], set()
-    for uri in uris:
+    for uri in stores(tracking_uri):
         for kind in ("run", "trial", "eval"):
             found = tracking.search_runs(tracking.tag_filter({"recboard.kind": kind}, status="FINISHED"), uri,
                                          output_format="pandas")
@@ -43,10 +46,19 @@ def collect(tracking_uri=None, best_only: bool = True):
                                       output_format="list")
         finished_groups.update(g.info.run_id for g in groups)
     runs = _tidy(pd.concat(frames, ignore_index=True) if frames else None)
-    # the seeds of an interrupted group are not a group: a partial mean would be a lucky subset
-    runs = runs[runs["group"].isna() | runs["group"].isin(finished_groups)].reset_index(drop=True)
+    # the seeds of an interrupted group are not a group: a partial mean would be a lucky subset;
+    # a sweep's points are ablations, each its own configuration, drawn in figures instead
+    runs = runs[(runs["group"].isna() | runs["group"].isin(finished_groups)) & runs["sweep"].isna()]
+    runs = runs.reset_index(drop=True)
     runs = fold_groups(runs)
     return select_best(runs) if best_only else runs
+
+
+def stores(tracking_uri=None) -> list:
+    """The tracking URIs to read: ``tracking_uri`` (one or a list), else the current store."""
+    if isinstance(tracking_uri, (str, type(None))):
+        return [tracking_uri or tracking.tracking_uri()]
+    return list(tracking_uri)
 
 
 def _tidy(raw):
@@ -69,7 +81,8 @@ def _tidy(raw):
         "run_id": raw["run_id"], "store": raw["store"], "dataset": tag("dataset"),
         "identity": tag("identity", UNKNOWN_DATA), "data_users": tag("data_users"), "data_items": tag("data_items"),
         "data_interactions": tag("data_interactions"), "protocol": tag("protocol"), "task": tag("task"),
-        "model": tag("model"), "variant": tag("variant", ""), "group": tag("group"), "kind": tag("kind"),
+        "model": tag("model"), "variant": tag("variant", ""), "group": tag("group"), "sweep": tag("sweep"),
+        "kind": tag("kind"),
         "device": tag("device"), "git_commit": tag("git_commit"), "selected_by": tag("metric"),
         "train_time_s": metric("train_time_s"), "wall_time_s": metric("wall_time_s"),
         "n_params": n_params, "best_epoch": metric("best_epoch"), "start_time": raw["start_time"], "n_seeds": 1,

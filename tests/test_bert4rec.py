@@ -27,7 +27,10 @@ def test_masking_takes_requested_fraction_and_never_padding():
     seq = torch.zeros(300, 50, dtype=torch.long)
     for r, n in enumerate(lengths.tolist()):
         seq[r, 50 - n:] = torch.randint(1, 41, (n,))
-    masked = model.mask_positions(seq)
+    positions, chosen = model.mask_positions(seq)
+    assert positions.shape == chosen.shape == (300, 20)   # round(0.4 * 50) slots: the most any row has
+    masked = torch.zeros_like(seq, dtype=torch.bool).scatter(1, positions, chosen)
+    assert masked.sum() == chosen.sum(), "a position was picked twice"
     assert not (masked & (seq == 0)).any(), "padding was masked"
     per_row = masked.sum(dim=1)
     assert (per_row >= 1).all(), "a sequence got no mask"
@@ -35,7 +38,7 @@ def test_masking_takes_requested_fraction_and_never_padding():
     assert torch.equal(per_row.float(), expected)
     assert abs(per_row.sum().item() / lengths.sum().item() - 0.4) < 0.02
     # different positions each call (masks are random), same count
-    again = model.mask_positions(seq)
+    again = torch.zeros_like(masked).scatter(1, *model.mask_positions(seq))
     assert not torch.equal(masked, again) and torch.equal(again.sum(dim=1), per_row)
 
 

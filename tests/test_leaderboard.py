@@ -329,3 +329,51 @@ def test_seed_group_is_one_row_with_mean_and_std(tmp_path, fresh_store, referenc
                 if x.startswith("| bert4rec"))
     assert "**0.3500** ± 0.0707" in line and "|       2 |" in line
 
+
+
+GAPS = REFERENCES + """
+[[gaps]]
+dataset = "ml-1m"
+protocol = "full"
+model = "sasrec"
+text = '''Ours trains 100 epochs,
+        theirs 200.'''
+
+[[gaps]]
+dataset = "ml-1m"
+protocol = "full"
+model = "gru4rec"
+text = "About a row we do not show."
+
+[[gaps]]
+dataset = "ml-1m"
+protocol = "sampled-uni100"
+model = "sasrec"
+text = "No published row in this table to fall short of."
+"""
+
+
+def test_gap_sentences_sit_under_the_table_they_explain(store, tmp_path):
+    """A row of ours below a published one gets its sentence under that table only: not under
+    another protocol's table, and not when the row or the published rows are not shown."""
+    uri, ids = store
+    path = tmp_path / "references.toml"
+    path.write_text(GAPS)
+    refs = load_references(path)
+    assert [g.text for g in refs.gaps][0] == "Ours trains 100 epochs, theirs 200."
+    text = lb.render(_stable(lb.collect(uri), ids), refs, commit=COMMIT, date=DATE)
+    sections = {s.split("\n")[0]: s for s in text.split("### ")[1:]}
+    full = sections["ML-1m — full ranking (all items, seen items masked)"]
+    assert full.count("*sasrec*: Ours trains 100 epochs, theirs 200.") == 1
+    assert full.index("| SASRec (published)") < full.index("*sasrec*: Ours")   # under the table
+    assert text.count("*sasrec*:") == 1 and "gru4rec" not in text and "No published row" not in text
+
+
+def test_a_bad_gap_names_file_and_line(tmp_path):
+    path = tmp_path / "refs.toml"
+    path.write_text('[citations.c]\ntext = "C."\n\n[[gaps]]\ndataset = "ml-1m"\nprotocol = "full"\nmodel = "pop"\n')
+    with pytest.raises(ValueError, match=r"refs.toml, line 4 \(\[\[gaps\]\] #1\): expected text"):
+        load_references(path)
+    path.write_text('[[gaps]]\ndataset = "ml-1m"\nprotocol = "fulll"\nmodel = "pop"\ntext = "t"\n')
+    with pytest.raises(ValueError, match=r"line 3 \(\[\[gaps\]\] #1\): protocol must be one of"):
+        load_references(path)

@@ -182,5 +182,40 @@ def test_issue14_script_lists_every_gpu_measurement_without_running_it(tmp_path)
     done = main(["--dry-run", "--out", str(tmp_path / "out")])
     assert [name for name, _, _ in done] == [m[0] for m in MEASUREMENTS]
     assert all(status is None and command[command.index("--device") + 1] == "cuda" for _, command, status in done)
-    assert sum(m[3] for m in MEASUREMENTS) <= 560   # fits one 10-minute device call with room to spare
     assert not (tmp_path / "out").exists()
+    assert [name for name, _, _ in done[:2]] == ["sequential-ml-1m", "bert4rec-ml-1m-whole-preset"]
+
+
+def test_issue14_script_stays_within_its_budget(tmp_path):
+    from recboard.benchmarks.speed.issue14 import BUDGET_S, SHORTEST_S, main
+    assert BUDGET_S <= 560   # fits one 10-minute device call with room to spare
+    # a budget too short for any measurement starts none of them
+    done = main(["--budget", str(SHORTEST_S - 1), "--out", str(tmp_path / "out")])
+    assert done and all(status == "skipped" for _, _, status in done)
+    assert not (tmp_path / "out").exists()
+
+
+def test_sequential_benchmark_prints_the_compiled_path_beside_todays(capsys):
+    from torch._inductor import config as inductor
+
+    from recboard.benchmarks.speed.sequential import main
+    with inductor.patch(fallback_random=True):   # the eager random draws: the paths then see the same masks
+        rows = main(["--device", "cpu", "--size", "tiny", "--model", "sasrec", "--n-users", "40", "--n-items", "80",
+                     "--max-len", "12", "--hidden-size", "8", "--batch-size", "8", "--steps", "2", "--warmup", "1",
+                     "--paths", "compiled"], legacy_rows=False)
+    table = {measure: values for _, measure, *values in rows}
+    plain, fast, _, compiled, _ = table["final loss"]
+    assert compiled == pytest.approx(fast, abs=1e-5)   # same seed and batches: compiling changes no value
+    assert table["first step s"][3] > 2 * table["first step s"][1]   # its first step compiled the loss
+    assert table["train TFLOP/step"][3] == table["train TFLOP/step"][1]
+    assert "fast + compile=default" in capsys.readouterr().out
+
+
+def test_whole_preset_timing_trains_every_requested_epoch_through_the_trainer(capsys):
+    from recboard.benchmarks.speed.whole_preset import main
+    rows = main(["--device", "cpu", "--size", "tiny", "--model", "sasrec", "--epochs", "2", "--compile", "off",
+                 "--set", "max_len=20", "--set", "hidden_size=8", "--set", "num_layers=1"])
+    [(model, mode, epochs, train_s, wall_s, relative, best)] = rows
+    assert (model, mode, epochs, relative) == ("sasrec", "off", 2, "1.00x")
+    assert 0 < train_s <= wall_s and 0 < best <= 1
+    assert "train s / first" in capsys.readouterr().out

@@ -1,11 +1,16 @@
-"""Throughput of the sequential models: plain path, today's fast path and the chunked-softmax
-path, side by side in one process.
+"""Throughput of the sequential models: plain path, today's fast path, the chunked-softmax
+path and the compiled paths, side by side in one process.
 
 Fast path (today's ``bench run``): bf16 autocast (CUDA), ``scaled_dot_product_attention``,
 fused AdamW plus TF32 for the float32 output layer. Plain path: fp32, the explicit-softmax
 (eager) attention, the single-tensor AdamW loop. Chunked path: the fast path with
 ``loss_chunk`` (the full-softmax loss ``--loss-chunk`` positions at a time, so the logits
-over all items never exist at once; MIND-large's ~161k news need it). All train on the same
+over all items never exist at once; MIND-large's ~161k news need it). Compiled paths: the
+fast path with the loss through ``torch.compile`` as the trainer's ``compile`` key runs it
+(``trainer.training_loss``): "compiled" is ``compile=default``, "graphs" (CUDA only)
+``compile=reduce-overhead``, i.e. CUDA graphs; their "first step s" includes compilation.
+They run by default on CUDA only (``--paths`` adds them on CPU, where compiling takes about
+a minute and the timing says nothing about a GPU). All train on the same
 synthetic data (``--size``: ML-1m's shape, 6,040 users and 3,416 items; MIND-large's
 161,013 news with max_len 50, each given its own output row; or tiny for CPU), long-tailed
 lengths and popularity, cut into the runner's ``max_len`` windows, and all time a
@@ -17,6 +22,8 @@ bf16 peak (n/a on CPU).
     python -m recboard.benchmarks.speed.sequential --device cuda
     python -m recboard.benchmarks.speed.sequential --device cuda --size mind-large
     python -m recboard.benchmarks.speed.sequential --device cpu --size tiny
+
+The whole preset (every epoch, through the trainer) is timed by ``speed.whole_preset``.
 """
 from __future__ import annotations
 
@@ -26,7 +33,8 @@ import sys
 import time
 
 MODELS = ("bert4rec", "sasrec")
-PATHS = ("plain", "fast", "chunked")
+PATHS = ("plain", "fast", "chunked", "compiled", "graphs")   # plain and fast always run: the ratios' bases
+COMPILE_MODES = {"compiled": "default", "graphs": "reduce-overhead"}   # path -> the trainer's compile key
 # --size: defaults of n_users, n_items, max_len, batch_size, steps (each flag overrides its own)
 SIZES = {"ml-1m": (6040, 3416, 200, 256, 50),
          # MIND-large: 161,013 news; users cut to 5,000 (the step's cost does not depend on how many)
@@ -75,8 +83,10 @@ def _sync(device) -> None:
         torch.cuda.synchronize(device)
 
 
-def time_training(model, optimizer, windows, batch_size: int, steps: int, warmup: int, amp: bool, device) -> dict:
-    """Sequences per second over ``steps`` optimizer steps after ``warmup`` untimed ones."""
+def time_training(model, loss_fn, optimizer, windows, batch_size: int, steps: int, warmup: int, amp: bool,
+                  device) -> dict:
+    """Sequences per second over ``steps`` optimizer steps after ``warmup`` untimed ones (the
+    first of which, compilation included, is timed on its own)."""
     import torch
     from recboard.datasets.batches import SequenceBatch
 
@@ -86,20 +96,23 @@ def time_training(model, optimizer, windows, batch_size: int, steps: int, warmup
     model.train()
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    start = time.perf_counter()
+    start = first_step_s = time.perf_counter()
     for i, seq in enumerate(batches):
-        if i == warmup:
+        if i in (1, warmup):
             _sync(device)
+            first_step_s = time.perf_counter() - first_step_s if i == 1 else first_step_s
             start = time.perf_counter()
+        torch.compiler.cudagraph_mark_step_begin()   # as the trainer does; a no-op without CUDA graphs
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-            loss = model.loss(SequenceBatch(seq))
+            loss = loss_fn(SequenceBatch(seq))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)  # as the runner does
         optimizer.step()
     _sync(device)
     elapsed = time.perf_counter() - start
-    out = {"train seq/s": steps * batch_size / elapsed, "final loss": loss.item()}
+    out = {"train seq/s": steps * batch_size / elapsed, "final loss": loss.item(),
+           "first step s": first_step_s if warmup else "n/a"}
     if device.type == "cuda":
         out["train peak GiB"] = torch.cuda.max_memory_allocated(device) / 2 ** 30
     return out
@@ -130,6 +143,7 @@ def run_path(name: str, data, windows, eval_tensors, args, device, path: str) ->
     import numpy as np
     import torch
     from recboard.benchmarks.speed.flops import count_flops, utilisation
+    from recboard.benchmarks.trainer import training_loss
     from recboard.datasets.batches import SequenceBatch
 
     fast = path != "plain"
@@ -148,11 +162,12 @@ def run_path(name: str, data, windows, eval_tensors, args, device, path: str) ->
     model = cls(config, catalog).to(device)
     optimizer = (torch.optim.AdamW(model.parameters(), lr=1e-3, fused=True) if fast
                  else torch.optim.AdamW(model.parameters(), lr=1e-3, foreach=False))
-    result = time_training(model, optimizer, windows, args.batch_size, args.steps, args.warmup, amp, device)
+    loss_fn = training_loss(model, device, COMPILE_MODES.get(path, "off"))
+    result = time_training(model, loss_fn, optimizer, windows, args.batch_size, args.steps, args.warmup, amp, device)
     result["softmax width"] = model.unknown_row   # items with their own output row + the shared unknown row
     seq = windows[:args.batch_size].to(device)
 
-    def one_step():
+    def one_step():   # FLOPs of the computation, counted eagerly: compiling does not change it
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
             model.loss(SequenceBatch(seq)).backward()
     step_s = args.batch_size / result["train seq/s"]
@@ -160,7 +175,9 @@ def run_path(name: str, data, windows, eval_tensors, args, device, path: str) ->
     result["train TFLOP/s"], result["% of bf16 peak"] = utilisation(result["train TFLOP/step"] * 1e12, step_s,
                                                                     args.device_name)
     result.update(time_evaluation(model, *eval_tensors, args.eval_batch_size, amp, device))
-    del model, optimizer
+    del model, optimizer, loss_fn
+    if path in COMPILE_MODES:   # compiled code (and a CUDA graph pool) would keep the model alive
+        torch._dynamo.reset()
     if device.type == "cuda":
         torch.cuda.empty_cache()
     return result
@@ -183,7 +200,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--loss-chunk", type=int, default=2048, help="the chunked path's loss_chunk")
     p.add_argument("--warmup", type=int, default=5, help="untimed training steps first")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--paths", nargs="+", choices=PATHS[2:], default=None,
+                   help="paths besides plain and fast (default: chunked, plus compiled and graphs on CUDA)")
     args = p.parse_args(argv)
+    if args.paths is None:
+        args.paths = list(PATHS[2:]) if args.device.startswith("cuda") else ["chunked"]
+    if "graphs" in args.paths and not args.device.startswith("cuda"):
+        p.error("--paths graphs: CUDA graphs need --device cuda")
     for key, default in zip(("n_users", "n_items", "max_len", "batch_size", "steps"), SIZES[args.size]):
         if getattr(args, key) is None:
             setattr(args, key, default)
@@ -195,7 +218,8 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None, legacy_rows: bool = True) -> list:
     """Run, print the table and return its rows: [model, measure, plain, fast, fast/plain], or
-    with ``legacy_rows=False`` those plus [chunked, chunked/fast]."""
+    with ``legacy_rows=False`` those plus [value, value/fast] of each further path run
+    (``--paths``, in ``PATHS`` order: chunked, compiled, graphs)."""
     args = parse_args(argv)
     import numpy as np
     import torch
@@ -222,18 +246,20 @@ def main(argv=None, legacy_rows: bool = True) -> list:
     labels = {"plain": "plain (fp32, eager, AdamW)",
               "fast": "fast: today (bf16, sdpa, fused AdamW, TF32)" if device.type == "cuda"
               else "fast: today (fp32 on CPU, sdpa, fused AdamW)",
-              "chunked": f"fast + loss_chunk={args.loss_chunk}"}
+              "chunked": f"fast + loss_chunk={args.loss_chunk}",
+              "compiled": "fast + compile=default", "graphs": "fast + compile=reduce-overhead (CUDA graphs)"}
+    paths = [path for path in PATHS if path in ("plain", "fast", *args.paths)]
+    bases = [(path, "plain" if path == "fast" else "fast") for path in paths[1:]]   # (new, old) of each ratio
     printed, rows = [], []
     for name in MODELS if args.model == "all" else (args.model,):
-        results = {path: run_path(name, data, windows, eval_tensors, args, device, path) for path in PATHS}
+        results = {path: run_path(name, data, windows, eval_tensors, args, device, path) for path in paths}
         for measure in results["plain"]:
-            values = [results[path][measure] for path in PATHS]
-            ratios = [ratio(measure, results[new][measure], results[old][measure])
-                      for new, old in (("fast", "plain"), ("chunked", "fast"))]
+            values = [results[path][measure] for path in paths]
+            ratios = [ratio(measure, results[new][measure], results[old][measure]) for new, old in bases]
             printed.append([name, measure, *(f"{v:.4g}" if isinstance(v, float) else v for v in values), *ratios])
-            rows.append([name, measure, values[0], values[1], ratios[0], values[2], ratios[1]])
-    print(tabulate(printed, headers=["model", "measure", *(labels[p] for p in PATHS), "fast/plain", "chunked/fast"],
-                   disable_numparse=True))
+            rows.append([name, measure, values[0], *(x for pair in zip(values[1:], ratios) for x in pair)])
+    print(tabulate(printed, headers=["model", "measure", *(labels[p] for p in paths),
+                                     *(f"{new}/{old}" for new, old in bases)], disable_numparse=True))
     # (model, measure, plain, fast, fast/plain) first, as callers of the two-path version read them
     return [row[:5] for row in rows] if legacy_rows else rows
 
