@@ -158,6 +158,12 @@ def _summed_cross_entropy(hidden, weight, bias, targets):
     return F.cross_entropy(float32_logits(hidden, weight, bias), targets, ignore_index=IGNORE, reduction="sum")
 
 
+def drops_ignored_rows() -> bool:
+    """Whether ``full_softmax_loss`` drops the ``IGNORE`` rows before the output layer: when
+    run eagerly, not inside a compiled graph (static shapes)."""
+    return not torch.compiler.is_compiling()
+
+
 def full_softmax_loss(hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
                       targets: torch.Tensor, chunk: int = 0) -> torch.Tensor:
     """Mean cross-entropy of ``hidden @ weight.T (+ bias)`` against ``targets`` over all rows
@@ -178,7 +184,7 @@ def full_softmax_loss(hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Te
     the loss differs only by the order of the final sum, and autograd needs no custom
     backward.
     """
-    if not torch.compiler.is_compiling():
+    if drops_ignored_rows():
         kept = targets != IGNORE
         hidden, targets = hidden[kept], targets[kept]
     n = hidden.size(0)

@@ -207,7 +207,8 @@ def test_sequential_benchmark_prints_the_compiled_path_beside_todays(capsys):
     plain, fast, _, compiled, _ = table["final loss"]
     assert compiled == pytest.approx(fast, abs=1e-5)   # same seed and batches: compiling changes no value
     assert table["first step s"][3] > 2 * table["first step s"][1]   # its first step compiled the loss
-    assert table["train TFLOP/step"][3] == table["train TFLOP/step"][1]
+    # the compiled graph computes logits for every slot, padding included: never fewer FLOPs
+    assert table["train TFLOP/step"][3] >= table["train TFLOP/step"][1] > 0
     assert "fast + compile=default" in capsys.readouterr().out
 
 
