@@ -15,7 +15,10 @@ command line, most important first) run ``--parallel`` at a time. Each job gets
 ``OUT/state.json`` records each finished job, so the same command on the same ``OUT`` (carried
 back from the last session) runs only what is left. At the end the stores are merged into
 ``OUT/LEADERBOARD.md`` (``bench leaderboard`` with one ``--tracking-uri`` per store) and packed
-with the logs into ``OUT/batch.tar.gz``, one file to bring back.
+with the logs, the state and the figures into ``OUT/batch.tar.gz``, one file to bring back; the
+runs' per-user test examples (for the leaderboard's significance marks) go into
+``OUT/examples.tar.gz``. MLflow records artifact locations as absolute paths, so give ``--out``
+an absolute path and unpack both archives at that same path on the machine that reads them.
 
 Training reads the prepared dataset cache (``RECBOARD_CACHE``): prepare here with ``bench
 prepare`` and carry the cache; the GPU machine then needs no polars.
@@ -183,11 +186,19 @@ def merge(out: Path) -> Path | None:
         result = subprocess.run(command, capture_output=True, text=True)
         if result.returncode != 0:
             print(f"merging the stores failed (exit {result.returncode}):\n{result.stderr[-2000:]}", file=sys.stderr)
-    with tarfile.open(out / "batch.tar.gz", "w:gz") as archive:
-        for path in [*stores, *sorted((out / "logs").glob("*.log")), _state_path(out)]:
-            if path.exists():
-                archive.add(path, arcname=str(path.relative_to(out)))
+    _archive(out / "batch.tar.gz", out, [*stores, *sorted((out / "logs").glob("*.log")), _state_path(out), board,
+                                         *sorted((out / "figures").glob("*.png"))])
+    # the runs' per-user test examples, for the leaderboard's significance marks; apart, because
+    # many sweep points on Beauty can outgrow what a device call brings back (the weights stay)
+    _archive(out / "examples.tar.gz", out, sorted((out / "stores").glob("artifacts/**/test_examples.npz")))
     return board if board.exists() else None
+
+
+def _archive(path: Path, root: Path, files) -> None:
+    with tarfile.open(path, "w:gz") as archive:
+        for file in files:
+            if file.exists():
+                archive.add(file, arcname=str(file.relative_to(root)))
 
 
 def main(argv=None) -> int:

@@ -44,7 +44,11 @@ def test_plan_runs_in_parallel_merges_and_resumes(tmp_path, fresh_store, capsys)
     assert re.search(r"^\| pop +\| this repo ", text, re.M)
     with tarfile.open(out / "batch.tar.gz") as archive:
         names = set(archive.getnames())
-    assert {"stores/pop.db", "stores/random.db", "logs/pop.log", "state.json"} <= names
+    assert {"stores/pop.db", "stores/random.db", "logs/pop.log", "state.json", "LEADERBOARD.md"} <= names
+    with tarfile.open(out / "examples.tar.gz") as archive:
+        examples = archive.getnames()
+    # pop's run and random's two seed runs saved their per-user test examples; no weights ride along
+    assert len(examples) == 3 and all(name.endswith("/test_examples.npz") for name in examples)
 
     # a second call on the same folder has nothing left to do
     before = json.loads((out / "state.json").read_text())
