@@ -123,9 +123,10 @@ def _command(job: Job) -> list:
 
 def _start(job: Job, out: Path) -> subprocess.Popen:
     env = dict(os.environ, MLFLOW_TRACKING_URI=f"sqlite:///{_store(out, job).resolve()}", PYTHONUNBUFFERED="1")
-    log = open(out / "logs" / f"{job.name}.log", "w")
-    # its own process group, so SIGTERM reaches the job and any worker it starts
-    return subprocess.Popen(_command(job), stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    # its own process group, so SIGTERM reaches the job and any worker it starts; the child keeps
+    # its own copy of the log's descriptor
+    with open(out / "logs" / f"{job.name}.log", "w") as log:
+        return subprocess.Popen(_command(job), stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
 
 
 def _signal(process: subprocess.Popen, sig) -> None:

@@ -129,13 +129,20 @@ def finished_group(sweep: Sweep, point: Point, store: str) -> str | None:
                           **sweep.tags(point)}, status="FINISHED")
     expected = T.logged_params(group_params(point.cfg))
     # a key added to the code after the group ran is off by default: the group ran as if at its default
-    defaults = T.logged_params({**dataclasses.asdict(type(point.cfg.train)()),
-                                **dataclasses.asdict(type(point.cfg.model)())})
+    defaults = T.logged_params({**_defaults(point.cfg.train), **_defaults(point.cfg.model)})
     for run in T.search_runs(query, store, output_format="list", order_by=["attributes.start_time DESC"]):
         params = run.data.params
         if all(params.get(k, defaults.get(k)) == v for k, v in expected.items()):
             return run.info.run_id
     return None
+
+
+def _defaults(config) -> dict:
+    """A config dataclass's default values ({} for a plug-in's config that has required fields)."""
+    try:
+        return dataclasses.asdict(type(config)())
+    except TypeError:
+        return {}
 
 
 def run_sweep(sweep: Sweep, *, data_dir=None, cache_dir=None, progress: bool = False) -> list[Done]:
