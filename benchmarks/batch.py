@@ -46,7 +46,7 @@ class Job:
     args: tuple     # the bench command line after ``bench``
 
 
-def _table2(model: str, dataset: str, protocol: str, preset: str = "", seeds: str = "1,2,3", sets=()) -> Job:
+def _group_job(model: str, dataset: str, protocol: str, preset: str = "", seeds: str = "1,2,3", sets=()) -> Job:
     extra = ("--preset", preset) if preset else ()
     return Job(f"{model}-{dataset}-{protocol}" + (f"-{preset}" if preset else ""),
                ("run", "--model", model, "--dataset", dataset, "--set", f"protocol={protocol}", "--seeds", seeds,
@@ -64,7 +64,7 @@ PLANS = {
     # BERT4Rec paper Table 2 (sampled-pop100) and the full-ranking rows of references.toml,
     # three seeds each; pop needs no GPU and its rows are already measured
     "issue12-table2": tuple(
-        _table2(model, dataset, protocol)
+        _group_job(model, dataset, protocol)
         for protocol in ("sampled-pop100", "full") for dataset in ("ml-1m", "beauty") for model in ("bert4rec", "sasrec")),
     # the paper's sensitivity figures: hidden size (§4.5, Fig. 4), mask proportion (§4.6,
     # Fig. 5), max length (§4.7, Table 4: its own grid per dataset)
@@ -81,9 +81,9 @@ PLANS = {
     # Beauty, 400k steps that take longer than a call can give (a checkpoint is too big to
     # carry back), so one seed, CUDA graphs and a cap: how far its schedule gets in 7 minutes
     "issue12-recipes": (
-        _table2("sasrec", "ml-1m", "full", "sasrec+"),
-        _table2("sasrec", "beauty", "full", "sasrec+"),
-        _table2("bert4rec", "beauty", "sampled-pop100", "original", seeds="1",
+        _group_job("sasrec", "ml-1m", "full", "sasrec+"),
+        _group_job("sasrec", "beauty", "full", "sasrec+"),
+        _group_job("bert4rec", "beauty", "sampled-pop100", "original", seeds="1",
                 sets=("compile=reduce-overhead", "max_train_minutes=7")),
     ),
     # seconds on a CPU: checks the machinery itself (used by the tests)

@@ -279,12 +279,12 @@ def cmd_sweep(args) -> int:
 
 
 def cmd_leaderboard(args) -> int:
-    from recboard.benchmarks.sweep import SweepError
+    from recboard.benchmarks.config import ConfigError
     from recboard.datasets.files import atomic_write_text
     from recboard.leaderboard import render
     fmt = args.format or (render.FORMATS.get(Path(args.out).suffix.lower(), "markdown") if args.out else "markdown")
     if args.figures and (fmt != "markdown" or args.no_figures):
-        raise SweepError("--figures goes with markdown output and without --no-figures")
+        raise ConfigError("--figures goes with markdown output and without --no-figures")
     here = Path(args.out).parent if args.out else Path.cwd()   # where the figure links start
     figures_dir = None if (fmt != "markdown" or args.no_figures) else \
         (args.figures or (here / "figures" if args.out else None))

@@ -184,10 +184,9 @@ def validate(run: RunConfig, task: str) -> None:
         metrics = IMPRESSION_METRICS
     if t.metric not in metrics:
         raise ConfigError(f"metric for {task} data must be one of {', '.join(metrics)}, got {t.metric!r}")
-    if t.compile not in COMPILE_MODES:
-        raise ConfigError(f"config key 'compile' must be one of {', '.join(COMPILE_MODES)}, got {t.compile!r}")
-    if t.lr_schedule not in LR_SCHEDULES:
-        raise ConfigError(f"config key 'lr_schedule' must be one of {', '.join(LR_SCHEDULES)}, got {t.lr_schedule!r}")
+    for key, choices in (("compile", COMPILE_MODES), ("lr_schedule", LR_SCHEDULES)):
+        if getattr(t, key) not in choices:
+            raise ConfigError(f"config key {key!r} must be one of {', '.join(choices)}, got {getattr(t, key)!r}")
     for key in ("epochs", "batch_size", "eval_batch_size", "max_len", "history_len", "npratio", "warmup_steps",
                 "window_step"):
         least = 0 if key in ("epochs", "warmup_steps", "window_step") else 1

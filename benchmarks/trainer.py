@@ -170,9 +170,8 @@ class Trainer:
         t, model, optimizer = self.cfg.train, self.model, self.optimizer
         model.train()
         total, steps = torch.zeros((), device=self.device), 0
-        batches = _progress(self.batches.epoch(sampler), self.batches.steps_per_epoch(), f"epoch {epoch}/{epochs}",
-                            self.progress)
         per_epoch = self.batches.steps_per_epoch()
+        batches = _progress(self.batches.epoch(sampler), per_epoch, f"epoch {epoch}/{epochs}", self.progress)
         for batch in batches:
             if t.lr_schedule != "constant" or t.warmup_steps:
                 factor = lr_factor(t, (epoch - 1) * per_epoch + steps, t.epochs * per_epoch)

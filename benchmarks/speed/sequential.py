@@ -34,7 +34,7 @@ import time
 
 MODELS = ("bert4rec", "sasrec")
 PATHS = ("plain", "fast", "chunked", "compiled", "graphs")   # plain and fast always run: the ratios' bases
-COMPILE_MODES = {"compiled": "default", "graphs": "reduce-overhead"}   # path -> the trainer's compile key
+COMPILED_PATHS = {"compiled": "default", "graphs": "reduce-overhead"}   # path -> the trainer's compile key
 # --size: defaults of n_users, n_items, max_len, batch_size, steps (each flag overrides its own)
 SIZES = {"ml-1m": (6040, 3416, 200, 256, 50),
          # MIND-large: 161,013 news; users cut to 5,000 (the step's cost does not depend on how many)
@@ -165,13 +165,13 @@ def run_path(name: str, data, windows, eval_tensors, args, device, path: str) ->
     model = cls(config, catalog).to(device)
     optimizer = (torch.optim.AdamW(model.parameters(), lr=1e-3, fused=True) if fast
                  else torch.optim.AdamW(model.parameters(), lr=1e-3, foreach=False))
-    loss_fn = training_loss(model, device, COMPILE_MODES.get(path, "off"))
+    loss_fn = training_loss(model, device, COMPILED_PATHS.get(path, "off"))
     result = time_training(model, loss_fn, optimizer, windows, args.batch_size, args.steps, args.warmup, amp, device)
     result["softmax width"] = model.unknown_row   # items with their own output row + the shared unknown row
     seq = windows[:args.batch_size].to(device)
 
     def one_step():   # counted eagerly, as the path computes it: a compiled graph keeps every slot
-        compiled = path in COMPILE_MODES
+        compiled = path in COMPILED_PATHS
         with mock.patch.object(layers, "drops_ignored_rows", lambda: not compiled), \
                 torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
             model.loss(SequenceBatch(seq)).backward()
@@ -181,7 +181,7 @@ def run_path(name: str, data, windows, eval_tensors, args, device, path: str) ->
                                                                     args.device_name)
     result.update(time_evaluation(model, *eval_tensors, args.eval_batch_size, amp, device))
     del model, optimizer, loss_fn
-    if path in COMPILE_MODES:   # compiled code (and a CUDA graph pool) would keep the model alive
+    if path in COMPILED_PATHS:   # compiled code (and a CUDA graph pool) would keep the model alive
         torch._dynamo.reset()
     if device.type == "cuda":
         torch.cuda.empty_cache()
