@@ -258,10 +258,14 @@ class ItemCatalog:
 class SequenceBatch:
     """``seq``: [B, L] item indices, left-padded with 0 (most recent item last).
     ``target``: [B] next item (evaluation only; training batches leave it None and the
-    model builds its own objective from ``seq``)."""
+    model builds its own objective from ``seq``). ``user``: [B] dense user index of each
+    row (the sequence's owner), for models with a user embedding (BPR-MF, NCF, FPMC,
+    Caser); models without one ignore it. None where no user is known (MIND click
+    sequences scored on impressions carry one too: the impression's user)."""
 
     seq: "torch.Tensor"
     target: Optional["torch.Tensor"] = None
+    user: Optional["torch.Tensor"] = None
 
 
 @dataclass
