@@ -114,6 +114,7 @@ class SequenceEvaluator:
         rows = D.shard(len(targets))  # torchrun: each rank scores a share, metric sums are all-reduced
         inputs, targets, users = inputs[rows], targets[rows], users[rows]
         self.users = users
+        self.user = torch.as_tensor(users, device=device)
         self.protocol = protocol
         self.batch_size = batch_size
         self.seq = torch.as_tensor(left_pad(inputs, max_len), device=device)
@@ -136,7 +137,7 @@ class SequenceEvaluator:
         with scoring(model, self.seq.device.type, amp_dtype) as vectors:
             for start in range(0, len(self), self.batch_size):
                 sl = slice(start, start + self.batch_size)
-                batch = SequenceBatch(self.seq[sl], self.target[sl])
+                batch = SequenceBatch(self.seq[sl], self.target[sl], self.user[sl])
                 scores = model.score(batch, item_vectors=vectors).float()
                 if self.protocol == "full":
                     scores = M.mask_seen(scores, self.seen[sl], batch.target)
@@ -170,6 +171,7 @@ class ImpressionEvaluator:
         self.batch_size = batch_size
         self.score_candidates = score_candidates
         self.history = torch.as_tensor(history, device=device)
+        self.user = torch.as_tensor(block.user, dtype=torch.long, device=device)
         # impressions are sorted by candidate count so padded batches stay dense
         self.order = np.argsort(np.diff(block.cand_offsets), kind="stable")
         self.order = self.order[D.shard(len(self.order))]
@@ -185,8 +187,9 @@ class ImpressionEvaluator:
         cands = torch.as_tensor(right_pad([self.candidates[i] for i in index], value=PAD), device=dev)
         labels = right_pad([self.labels[i] for i in index])
         # real candidates are never the padding index, so the mask is where they are
-        return ImpressionBatch(self.history[torch.as_tensor(index, device=dev)], cands,
-                               torch.as_tensor(labels, device=dev, dtype=torch.float32), cands != PAD)
+        rows = torch.as_tensor(index, device=dev)
+        return ImpressionBatch(self.history[rows], cands, torch.as_tensor(labels, device=dev, dtype=torch.float32),
+                               cands != PAD, self.user[rows])
 
     def evaluate(self, model, amp_dtype=None, keep_examples: bool = False) -> dict:
         """Mean metrics over impressions; with ``keep_examples`` every impression's values

@@ -44,16 +44,21 @@ def window_sequences(sequences: list, max_len: int, step: int = 0) -> np.ndarray
     sliding window (``gen_data_fin.py``, ``prop_sliding_window``): a sequence longer than
     ``max_len`` gives windows starting every ``step`` items back from its end, plus one
     starting at its first item, all ``max_len`` long (ML-1m used step 100 of 200, Beauty 5 of 50)."""
-    windows = []
-    for seq in sequences:
+    return user_windows(sequences, max_len, step)[0]
+
+
+def user_windows(sequences: list, max_len: int, step: int = 0, users=None) -> tuple[np.ndarray, np.ndarray]:
+    """``window_sequences`` and the owner of each window: int64 [n_windows], ``users[i]`` for
+    the windows of ``sequences[i]`` (default: i, sequences in user index order)."""
+    windows, owners = [], []
+    for i, seq in enumerate(sequences):
         if step and len(seq) > max_len:
-            windows += [seq[start:start + max_len] for start in [*range(len(seq) - max_len, 0, -step), 0]]
-            continue
-        end = len(seq)
-        while end >= 2:
-            windows.append(seq[max(0, end - max_len):end])
-            end -= max_len
-    return left_pad(windows, max_len)
+            cut = [seq[start:start + max_len] for start in [*range(len(seq) - max_len, 0, -step), 0]]
+        else:
+            cut = [seq[max(0, end - max_len):end] for end in range(len(seq), 1, -max_len)]
+        windows += cut
+        owners += [i if users is None else users[i]] * len(cut)
+    return left_pad(windows, max_len), np.asarray(owners, dtype=np.int64)
 
 
 def history_fields(block: Impressions, history_len: int) -> np.ndarray:
@@ -100,15 +105,20 @@ class TrainingBatches:
 
 
 class SequenceBatches(TrainingBatches):
-    """Left-padded windows of training sequences; the model builds its objective from them."""
+    """Left-padded windows of training sequences, each with its user (``users[i]`` owns
+    ``sequences[i]``; default: sequences in user index order); the model builds its
+    objective from them."""
 
-    def __init__(self, sequences: list, max_len: int, train, device):
+    def __init__(self, sequences: list, max_len: int, train, device, users=None):
         super().__init__(train)
-        self.windows = torch.as_tensor(window_sequences(sequences, max_len, train.window_step), device=device)
+        windows, owners = user_windows(sequences, max_len, train.window_step, users)
+        self.windows = torch.as_tensor(windows, device=device)
+        self.users = torch.as_tensor(owners, device=device)
         self.size = len(self.windows)
 
     def batch(self, index, rng) -> SequenceBatch:
-        return SequenceBatch(self.windows[torch.as_tensor(index, device=self.windows.device)])
+        index = torch.as_tensor(index, device=self.windows.device)
+        return SequenceBatch(self.windows[index], user=self.users[index])
 
 
 class ImpressionBatches(TrainingBatches):
@@ -163,7 +173,7 @@ def score_impressions(model, batch: ImpressionBatch, item_vectors) -> torch.Tens
 
 def score_impressions_through_sequence(model, batch: ImpressionBatch, item_vectors) -> torch.Tensor:
     """The next-item scores after the user's click sequence, read at the candidates."""
-    full = model.score(SequenceBatch(batch.history), item_vectors=item_vectors)
+    full = model.score(SequenceBatch(batch.history, user=batch.user), item_vectors=item_vectors)
     return full.float().gather(1, batch.candidates)
 
 
@@ -197,10 +207,11 @@ class ClickSequenceRoute:
         """Counts over the click sequences the model trains on, so a news read only in a
         history field still gets an embedding of its own."""
         counts = item_counts(self.data.train_click_sequences(), self.data.n_items)
-        return ItemCatalog(self.data.name, self.data.n_items, counts, self.data.titles)
+        return ItemCatalog(self.data.name, self.data.n_items, counts, self.data.titles, self.data.n_users)
 
     def training_batches(self, cfg, device) -> TrainingBatches:
-        return SequenceBatches(self.data.train_click_sequences(), cfg.max_len, cfg.train, device)
+        users, sequences = self.data.train_clicks()
+        return SequenceBatches(sequences, cfg.max_len, cfg.train, device, users)
 
     def evaluator(self, split: str, cfg, device) -> ImpressionEvaluator:
         block = self.data.valid if split == "valid" else self.data.test

@@ -105,7 +105,7 @@ class SequenceData:
 
     def catalog(self) -> "ItemCatalog":
         """The items, their text and their counts in the training part."""
-        return ItemCatalog(self.name, self.n_items, self.train_item_counts(), self.item_text)
+        return ItemCatalog(self.name, self.n_items, self.train_item_counts(), self.item_text, self.n_users)
 
 
 @dataclass
@@ -177,8 +177,14 @@ class NewsData:
     def train_click_sequences(self) -> list:
         """Each user's history plus clicks in the train split (valid/test stay unseen), users
         in index order: what an ID-based sequence model trains on for MIND."""
-        clicks = self.user_clicks([self.train])
-        return [np.asarray(v, dtype=np.int64) for _, v in sorted(clicks.items())]
+        return self.train_clicks()[1]
+
+    def train_clicks(self) -> tuple[np.ndarray, list]:
+        """(users, ``train_click_sequences()``): the dense index of each sequence's user. Only
+        users with a train impression have a sequence, so list position != user index."""
+        clicks = sorted(self.user_clicks([self.train]).items())
+        return (np.asarray([u for u, _ in clicks], dtype=np.int64),
+                [np.asarray(v, dtype=np.int64) for _, v in clicks])
 
     def click_sequences(self) -> SequenceData:
         """``user_clicks()`` as ``SequenceData`` (users in index order)."""
@@ -208,7 +214,7 @@ class NewsData:
 
     def catalog(self) -> "ItemCatalog":
         """The news, their titles and their click counts in the training impressions."""
-        return ItemCatalog(self.name, self.n_items, self.train_item_counts(), self.titles)
+        return ItemCatalog(self.name, self.n_items, self.train_item_counts(), self.titles, self.n_users)
 
 
 def content_digest(*parts) -> str:
@@ -240,13 +246,15 @@ class ItemCatalog:
     ``train_counts`` [n_items + 1]: how often each item occurs in the examples this model
     trains on (0 = never seen in training; popularity ranks by it, ID models give unseen
     items a shared embedding). ``item_text``: titles by index (``[0] == ""``), or None when
-    the dataset has no text.
+    the dataset has no text. ``n_users``: users are 0..n_users - 1 (``SequenceBatch.user``),
+    for models with a user embedding; 0 where unknown.
     """
 
     name: str
     n_items: int
     train_counts: np.ndarray
     item_text: Optional[list] = None
+    n_users: int = 0
 
     def describe(self) -> str:
         return f"{self.name} ({self.n_items:,} items, text: {'yes' if self.item_text is not None else 'no'})"
@@ -260,8 +268,9 @@ class SequenceBatch:
     ``target``: [B] next item (evaluation only; training batches leave it None and the
     model builds its own objective from ``seq``). ``user``: [B] dense user index of each
     row (the sequence's owner), for models with a user embedding (BPR-MF, NCF, FPMC,
-    Caser); models without one ignore it. None where no user is known (MIND click
-    sequences scored on impressions carry one too: the impression's user)."""
+    Caser); models without one ignore it. The harness sets it on training windows and on
+    evaluation rows (MIND click sequences scored on impressions: the impression's user);
+    None where no user is known."""
 
     seq: "torch.Tensor"
     target: Optional["torch.Tensor"] = None
@@ -272,12 +281,15 @@ class SequenceBatch:
 class ImpressionBatch:
     """``history``: [B, H] clicked news, left-padded with 0. ``candidates``: [B, C] news,
     right-padded with 0; ``mask`` [B, C] is True on real candidates; ``labels`` [B, C] 0/1.
-    In training batches column 0 is the clicked news and the rest sampled negatives."""
+    In training batches column 0 is the clicked news and the rest sampled negatives.
+    ``user``: [B] dense user index of each impression (set in evaluation, where sequence
+    models with a user embedding score impressions), or None."""
 
     history: "torch.Tensor"
     candidates: "torch.Tensor"
     labels: "torch.Tensor"
     mask: "torch.Tensor"
+    user: Optional["torch.Tensor"] = None
 
 
 def left_pad(rows: list, length: int) -> np.ndarray:
