@@ -29,6 +29,24 @@ def _add_config_args(p: argparse.ArgumentParser) -> None:
                         "e.g. --preset strong")
 
 
+def _add_output_args(p: argparse.ArgumentParser, json: bool = True) -> None:
+    """``--json`` and ``--quiet``, which mean the same on every command that has them."""
+    if json:
+        p.add_argument("--json", metavar="PATH",
+                       help="also write the result as JSON ('-': JSON on stdout, the table on stderr)")
+    p.add_argument("--quiet", action="store_true",
+                   help="no progress bars and no resolved-config summary: the results and where they were recorded")
+
+
+def _add_tracking_args(p: argparse.ArgumentParser, experiment: bool = True) -> None:
+    """``--tracking-uri`` and ``--experiment`` set MLflow's own variables for the whole command
+    (``main``), so every run it starts or reads uses them."""
+    p.add_argument("--tracking-uri", metavar="URI",
+                   help="MLflow store (default: $MLFLOW_TRACKING_URI, else sqlite under ~/recboard)")
+    if experiment:
+        p.add_argument("--experiment", help="MLflow experiment (default: $MLFLOW_EXPERIMENT_NAME, else recboard)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="bench", description="recboard: train, tune and compare sequential and news recommenders.",
@@ -55,30 +73,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--from-run", metavar="RUN_ID", help="replay an MLflow run: its model, dataset and config")
     _add_data_args(p)
     _add_config_args(p)
-    p.add_argument("--json", metavar="PATH", help="also write the result as JSON")
+    _add_output_args(p)
+    _add_tracking_args(p)
     p.add_argument("--no-track", action="store_true", help="do not record the run in MLflow")
-    p.add_argument("--experiment", help="MLflow experiment (default: $MLFLOW_EXPERIMENT_NAME, else recboard)")
     p.add_argument("--checkpoint-dir", help="write a checkpoint after every epoch here")
     p.add_argument("--resume", action="store_true", help="continue the run checkpointed in --checkpoint-dir")
     p.add_argument("--from-study", metavar="NAME", help="start from the best parameters of an Optuna study")
     p.add_argument("--storage", help="Optuna storage URL for --from-study (default: ~/recboard/optuna.db)")
     p.add_argument("--seeds", metavar="1,2,3",
                    help="train once per seed, grouped in MLflow; --json then holds the mean, std and every seed's run")
-    p.add_argument("--quiet", action="store_true", help="no progress bar and no resolved-config summary")
 
     p = sub.add_parser("eval", help="re-score a run's saved best weights on the test split (any protocol)")
     p.add_argument("--run", required=True, metavar="RUN_ID", help="MLflow run id of a finished bench run")
     _add_data_args(p)
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="e.g. --set protocol=sampled-pop100 (applied over the run's saved config)")
-    p.add_argument("--json", metavar="PATH", help="also write the result as JSON")
+    _add_output_args(p)
+    _add_tracking_args(p)
     p.add_argument("--no-track", action="store_true", help="do not record the evaluation in MLflow")
 
     p = sub.add_parser("compare", help="paired significance tests of two runs or seed groups on the same test users")
     p.add_argument("a", metavar="A", help="run id, or the run id of a seed group (bench run --seeds)")
     p.add_argument("b", metavar="B")
     p.add_argument("--metric", help="only this metric (default: all), e.g. NDCG@10")
-    p.add_argument("--json", metavar="PATH", help="also write the result as JSON")
+    _add_output_args(p)
+    _add_tracking_args(p, experiment=False)
 
     from recboard.benchmarks.search_space import PRUNERS, SAMPLERS  # plain dicts, nothing heavy
     p = sub.add_parser("tune", help="Optuna search over a model's hyper-parameters")
@@ -99,10 +118,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="stops weak trials early on the per-epoch validation metric (default median)")
     p.add_argument("--out-dir", help="where to write the trials table and plots (default ~/recboard/studies/STUDY)")
     p.add_argument("--no-track", action="store_true", help="do not record the study in MLflow")
-    p.add_argument("--experiment", help="MLflow experiment (default: $MLFLOW_EXPERIMENT_NAME, else recboard)")
+    _add_tracking_args(p)
     p.add_argument("--final-seeds", type=int, default=0, metavar="N",
                    help="then train the best trial's configuration with seeds 1..N, as one seed group")
-    p.add_argument("--json", metavar="PATH", help="with --final-seeds: the seed group's result as JSON")
+    _add_output_args(p)
 
     p = sub.add_parser("sweep", help="one config key over a list of values, a seed group per point; the "
                                      "BERT4Rec paper's sensitivity figures from MLflow")
@@ -113,11 +132,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", default="1,2,3", metavar="1,2,3", help="seeds of every point (default 1,2,3)")
     _add_data_args(p)
     _add_config_args(p)
-    p.add_argument("--experiment", help="MLflow experiment (default: $MLFLOW_EXPERIMENT_NAME, else recboard)")
+    _add_tracking_args(p)
     p.add_argument("--name", help="sweep name (default MODEL-KEY); re-running a name reuses its finished points")
     p.add_argument("--out", metavar="DIR", help="where the figures and sweep.md go (default sweeps/NAME/)")
-    p.add_argument("--json", metavar="PATH", help="also write the points and figures as JSON")
-    p.add_argument("--quiet", action="store_true", help="no progress bars and no resolved-config summary")
+    _add_output_args(p)
 
     p = sub.add_parser("config", help="print the resolved config of a run, with where each value came from")
     p.add_argument("--model", required=True)
@@ -140,6 +158,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="small end-to-end demo on synthetic data: trains, logs to MLflow, prints a table")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    _add_output_args(p, json=False)
+    _add_tracking_args(p)
     return parser
 
 
@@ -188,6 +208,14 @@ def _interrupt_on_sigterm():
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    # MLflow's own variables, so every run the command starts or reads uses them (the
+    # leaderboard's repeatable --tracking-uri is a list of stores to read, not one to use);
+    # restored afterwards, so main() called from Python leaves the environment as it was
+    mlflow_env = {"MLFLOW_TRACKING_URI": getattr(args, "tracking_uri", None),
+                  "MLFLOW_EXPERIMENT_NAME": getattr(args, "experiment", None)}
+    mlflow_env = {key: value for key, value in mlflow_env.items() if isinstance(value, str) and value}
+    saved_env = {key: os.environ.get(key) for key in mlflow_env}
+    os.environ.update(mlflow_env)
     previous = _interrupt_on_sigterm()
     try:
         from recboard.benchmarks.commands import COMMANDS
@@ -213,6 +241,11 @@ def main(argv=None) -> int:
         if previous is not None:
             import signal
             signal.signal(signal.SIGTERM, previous)
+        for key, value in saved_env.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 if __name__ == "__main__":

@@ -133,8 +133,6 @@ def cmd_run(args) -> int:
         print(C.describe(cfg), file=sys.stderr)
     if args.resume and not args.checkpoint_dir:
         raise C.ConfigError("--resume needs --checkpoint-dir (where the interrupted run wrote its checkpoints)")
-    if args.experiment:  # MLflow's own variable, so every run this command starts goes there
-        os.environ["MLFLOW_EXPERIMENT_NAME"] = args.experiment
     if seeds is not None:
         return run_seed_group(cfg, seeds, args)
     result = run(cfg, data_dir=args.data_dir, cache_dir=args.cache_dir, tracking=not args.no_track,
@@ -142,13 +140,14 @@ def cmd_run(args) -> int:
     from recboard.benchmarks.distributed import is_main
     if not is_main():  # torchrun: rank 0 reports
         return 0
-    return report(metrics_table([result]), result.mlflow_run_id and f"mlflow run {result.mlflow_run_id}",
-                  args.json, result.to_json())
+    return report(args, metrics_table([result]), result.mlflow_run_id and f"mlflow run {result.mlflow_run_id}",
+                  result.to_json())
 
 
-def report(table: str, recorded: str | None, json_path: str | None, obj: dict) -> int:
+def report(args, table: str, recorded: str | None, obj: dict) -> int:
     """Print a command's table and where MLflow recorded it (on stderr when the JSON goes to
     stdout); write ``obj`` to ``--json``."""
+    json_path = args.json
     out = sys.stderr if json_path == "-" else sys.stdout
     print(table, file=out)
     if recorded:
@@ -169,8 +168,8 @@ def run_seed_group(cfg, seeds: list, args) -> int:
                       progress=not args.quiet)
     if not is_main():  # torchrun: rank 0 reports
         return 0
-    return report(group_table(group), group.group_run_id and f"mlflow seed group {group.group_run_id}",
-                  args.json, group.to_json())
+    return report(args, group_table(group), group.group_run_id and f"mlflow seed group {group.group_run_id}",
+                  group.to_json())
 
 
 def group_table(group) -> str:
@@ -188,16 +187,16 @@ def cmd_eval(args) -> int:
 
     result = evaluate_saved(args.run, args.set, data_dir=args.data_dir, cache_dir=args.cache_dir,
                             tracking=not args.no_track)
-    return report(metrics_table([result]),
+    return report(args, metrics_table([result]),
                   result.mlflow_run_id and f"mlflow run {result.mlflow_run_id} (source run {args.run})",
-                  args.json, result.to_json())
+                  result.to_json())
 
 
 def cmd_compare(args) -> int:
     from recboard.benchmarks.significance import compare, format_comparison
 
     result = compare(args.a, args.b, metric=args.metric)
-    return report(format_comparison(result), None, args.json, result)
+    return report(args, format_comparison(result), None, result)
 
 
 def cmd_config(args) -> int:
@@ -224,7 +223,7 @@ def cmd_tune(args) -> int:
     study = tune(args.model, args.dataset, trials=args.trials, timeout=args.timeout, storage=args.storage,
                  study=args.study, space=args.space, sets=args.set, data_dir=args.data_dir, cache_dir=args.cache_dir,
                  seed=args.seed, out_dir=args.out_dir, tracking=not args.no_track, sampler=args.sampler,
-                 pruner=args.pruner, experiment=args.experiment)
+                 pruner=args.pruner)
     if not args.final_seeds:
         return 0
     from recboard.benchmarks.seeds import run_seeds
@@ -233,8 +232,8 @@ def cmd_tune(args) -> int:
     group = run_seeds(cfg, list(range(1, args.final_seeds + 1)), data_dir=args.data_dir, cache_dir=args.cache_dir,
                       tracking=not args.no_track, extra_tags={"recboard.study": study.study_name},
                       run_name=f"{study.study_name} best trial x{args.final_seeds} seeds")
-    return report(group_table(group), group.group_run_id and f"mlflow seed group {group.group_run_id}",
-                  args.json, group.to_json())
+    return report(args, group_table(group), group.group_run_id and f"mlflow seed group {group.group_run_id}",
+                  group.to_json())
 
 
 def cmd_sweep(args) -> int:
@@ -256,8 +255,6 @@ def cmd_sweep(args) -> int:
             firsts.setdefault(point.dataset, point)
         for point in firsts.values():
             print(C.describe(point.cfg), file=sys.stderr)
-    if args.experiment:  # MLflow's own variable, so every run this command starts goes there
-        os.environ["MLFLOW_EXPERIMENT_NAME"] = args.experiment
     done = run_sweep(sweep, data_dir=args.data_dir, cache_dir=args.cache_dir, progress=not args.quiet)
     if not is_main():  # torchrun: rank 0 reports
         return 0
@@ -273,7 +270,7 @@ def cmd_sweep(args) -> int:
     table = "\n\n".join(figures.points_table(section) for section, _ in drawn)
     table += f"\n\nwrote {markdown} and {len(pngs)} figure(s) in {out}"
     reused = sum(d.reused for d in done)
-    return report(table, f"mlflow sweep {sweep.name}: {len(done)} seed groups ({reused} reused)", args.json,
+    return report(args, table, f"mlflow sweep {sweep.name}: {len(done)} seed groups ({reused} reused)",
                   {"sweep": sweep.name, "model": sweep.model, "param": sweep.param, "seeds": sweep.seeds,
                    "points": rows, "figures": pngs, "markdown": str(markdown)})
 
@@ -312,7 +309,7 @@ def cmd_demo(args) -> int:
         encoder = C.parse_sets(sets).get("item_encoder")
         label = f"{model} ({encoder} titles)" if encoder else model
         print(f"== {label} on {dataset}", file=sys.stderr)
-        result = run(C.resolve(model, dataset, [*sets, *args.set]), progress=True)
+        result = run(C.resolve(model, dataset, [*sets, *args.set]), progress=not args.quiet)
         results.setdefault(dataset, []).append(dataclasses.replace(result, model=label))
     for rows in results.values():
         print(metrics_table(rows) + "\n")

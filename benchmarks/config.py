@@ -171,7 +171,19 @@ def resolve(model_name: str, dataset_name: str, sets: list | dict | None = None,
     updates = parse_sets(sets) if isinstance(sets, (list, tuple)) else dict(sets or {})
     apply(run, updates, "--set")
     validate(run, dataset.task)
+    check_model_config(run)
     return run
+
+
+def check_model_config(run: RunConfig) -> None:
+    """The model config's own ``check()`` (plug-ins may have none): a value out of its range
+    is a usage error here, before any data is read or any run starts."""
+    check = getattr(run.model, "check", None)
+    if callable(check):
+        try:
+            check()
+        except ValueError as err:
+            raise ConfigError(str(err)) from None
 
 
 def validate(run: RunConfig, task: str) -> None:

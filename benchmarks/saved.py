@@ -78,7 +78,20 @@ def saved_model(run_id: str, store: str | None = None) -> tuple[dict, dict]:
         if folder is None or not (folder / WEIGHTS).exists():
             raise SavedRunError(f"run {run_id} has no saved model (artifact {MODEL_DIR}/{WEIGHTS}); it was made "
                                 "before models were saved, with save_model=false, or did not finish")
-        return json.loads((folder / CONFIG).read_text()), load_file(str(folder / WEIGHTS))
+        return _read_artifact(run_id, CONFIG, lambda: json.loads((folder / CONFIG).read_text())), \
+            _read_artifact(run_id, WEIGHTS, lambda: load_file(str(folder / WEIGHTS)))
+
+
+def _read_artifact(run_id: str, name: str, read):
+    """``read()``, with a damaged file (truncated, edited, half-copied) reported in one line
+    that names the artifact and the run instead of the reader's traceback."""
+    from safetensors import SafetensorError
+
+    try:
+        return read()
+    except (SafetensorError, ValueError, OSError) as err:
+        raise SavedRunError(f"run {run_id}: artifact {MODEL_DIR}/{name} is damaged and cannot be read "
+                            f"({type(err).__name__}: {err}); re-run the source run to save it again") from None
 
 
 def evaluate_saved(run_id: str, sets=None, *, data=None, data_dir=None, cache_dir=None,

@@ -49,12 +49,19 @@ def paired_test(a: np.ndarray, b: np.ndarray, seed: int = 0, n_boot: int = BOOTS
         t_half = float(stats.t.ppf(0.5 + CONFIDENCE / 2, n - 1)) * sd / math.sqrt(n)
     boot = bootstrap_means(diff, seed, n_boot)
     tail = (1 - CONFIDENCE) / 2
-    # the two-sided percentile p-value: how often a resampled mean falls on the other side of 0
-    boot_p = min(1.0, 2 * min(float((boot <= 0).mean()), float((boot >= 0).mean()))) if sd else t_p
+    boot_p = bootstrap_p(boot) if sd else t_p
     return {"n": n, "mean_a": float(a.mean()), "mean_b": float(b.mean()), "diff": mean,
             "ci_low": mean - t_half, "ci_high": mean + t_half, "p_ttest": t_p,
             "boot_ci_low": float(np.quantile(boot, tail)), "boot_ci_high": float(np.quantile(boot, 1 - tail)),
-            "p_bootstrap": boot_p}
+            "p_bootstrap": boot_p, "n_bootstrap": n_boot}
+
+
+def bootstrap_p(boot: np.ndarray) -> float:
+    """Two-sided percentile p-value: how often a resampled mean falls on the other side of 0,
+    counted as (k + 1) / (B + 1) per side (Davison & Hinkley 1997, eq. 4.11): B resamples
+    cannot show a p below 2 / (B + 1), so none is reported as 0."""
+    k = min(int((boot <= 0).sum()), int((boot >= 0).sum()))
+    return min(1.0, 2 * (k + 1) / (len(boot) + 1))
 
 
 def bootstrap_means(values: np.ndarray, seed: int, n_boot: int) -> np.ndarray:
@@ -134,7 +141,8 @@ def format_comparison(result: dict) -> str:
     label = {k: f"{r['model']}{' [' + r['variant'] + ']' if r['variant'] else ''} ({r['runs']} run"
                 f"{'s' if r['runs'] > 1 else ''})" for k, r in (("a", a), ("b", b))}
     rows = [[name, t["mean_a"], t["mean_b"], t["diff"], f"[{t['ci_low']:+.4f}, {t['ci_high']:+.4f}]",
-             _p(t["p_ttest"]), f"[{t['boot_ci_low']:+.4f}, {t['boot_ci_high']:+.4f}]", _p(t["p_bootstrap"])]
+             _p(t["p_ttest"]), f"[{t['boot_ci_low']:+.4f}, {t['boot_ci_high']:+.4f}]",
+             _p(t["p_bootstrap"], floor=2 / (t["n_bootstrap"] + 1))]
             for name, t in result["metrics"].items()]
     n = next(iter(result["metrics"].values()))["n"]
     head = (f"A = {a['ref']}: {label['a']}\nB = {b['ref']}: {label['b']}\n"
@@ -143,5 +151,9 @@ def format_comparison(result: dict) -> str:
                                           "95% CI (bootstrap)", "p (bootstrap)"], floatfmt=".4f")
 
 
-def _p(value: float) -> str:
+def _p(value: float, floor: float = 0.0) -> str:
+    """A p-value to 4 decimals; one at the test's resolution ``floor`` (the bootstrap's
+    smallest possible p) as "<=" that floor, one below 1e-4 as "<0.0001"."""
+    if floor and value <= floor:
+        return f"<={floor:.1g}"
     return "<0.0001" if value < 1e-4 else f"{value:.4f}"

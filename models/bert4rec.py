@@ -51,8 +51,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from recboard.datasets.batches import PAD, ItemCatalog, SequenceBatch
+from recboard.models.checks import is_fraction, require, transformer_rules
 from recboard.models.item_tower import TextItemConfig, TextItemTower, check_item_text
-from recboard.models.layers import (IGNORE, TransformerBlock, check_config, float32_logits, full_softmax_loss,
+from recboard.models.layers import (IGNORE, TransformerBlock, float32_logits, full_softmax_loss,
                                     init_weights, item_coverage, item_rows, rows_to_items, with_padding_column)
 
 
@@ -69,6 +70,14 @@ class BERT4RecConfig(TextItemConfig):   # + the text item tower's keys (item_enc
     ffn_size: int = 0           # feed-forward width; 0 = 4 * hidden_size (BERT)
     attention: str = "sdpa"     # sdpa (fused kernels) | eager (explicit softmax, for checking)
     loss_chunk: int = 0         # full-softmax loss over this many positions at a time; 0 = all at once
+
+    def check(self) -> None:
+        require("bert4rec", self, [
+            *transformer_rules(self), *self.text_rules(),
+            ("mask_ratio", 0.0 < self.mask_ratio < 1.0, "in (0, 1)"),
+            ("attention_dropout", self.attention_dropout is None or is_fraction(self.attention_dropout),
+             "in [0, 1) or none"),
+            ("last_item_fraction", is_fraction(self.last_item_fraction, one_allowed=True), "in [0, 1]")])
 
 
 PRESETS = {
@@ -145,16 +154,8 @@ class BERT4Rec(nn.Module):
 
     def __init__(self, config: BERT4RecConfig, catalog: ItemCatalog):
         super().__init__()
-        check_config(config, "bert4rec")
+        config.check()
         check_item_text(config, catalog, "bert4rec")
-        if not 0.0 < config.mask_ratio < 1.0:
-            raise ValueError(f"bert4rec config key 'mask_ratio' must be in (0, 1), got {config.mask_ratio!r}")
-        if config.attention_dropout is not None and not 0.0 <= config.attention_dropout < 1.0:
-            raise ValueError(f"bert4rec config key 'attention_dropout' must be in [0, 1) or none, "
-                             f"got {config.attention_dropout!r}")
-        if not 0.0 <= config.last_item_fraction <= 1.0:
-            raise ValueError(f"bert4rec config key 'last_item_fraction' must be in [0, 1], "
-                             f"got {config.last_item_fraction!r}")
         self.config = config
         self.n_items = int(catalog.n_items)
         item_to_row, self.n_known = item_rows(catalog.train_counts)

@@ -31,6 +31,7 @@ import torch
 from torch import nn
 
 from recboard.datasets.batches import PAD, ItemCatalog
+from recboard.models.checks import text_encoder_rules
 from recboard.models.encoders import EncoderNotFoundError, build_news_encoder, encode_all, encode_each_once
 from recboard.models.layers import init_weights, item_rows
 from recboard.models.registry import UnknownNameError
@@ -56,6 +57,12 @@ class TextItemConfig:
     dedupe: bool = True             # encode each distinct item of a batch once
     text_negatives: int = 1024      # sampled-softmax negatives per training batch; -1 = every item seen in training
 
+    def text_rules(self) -> list:
+        """The tower's range and choice rules (``checks.require``), part of the model's ``check()``."""
+        return [*text_encoder_rules(self, "text_heads", "text_head_dim", "text_query_dim"),
+                ("text_negatives", self.text_negatives >= 1 or self.text_negatives == -1,
+                 ">= 1 or -1 (all seen items)")]
+
 
 def check_item_text(config: TextItemConfig, catalog: ItemCatalog, model_name: str) -> None:
     """Refuse a tower that cannot be built before anything is loaded or written: a dataset
@@ -73,9 +80,6 @@ def check_item_text(config: TextItemConfig, catalog: ItemCatalog, model_name: st
     if name.startswith((".", "/", "~")) and not Path(name).expanduser().is_dir():
         raise UnknownNameError(f"{model_name} item_encoder {name!r} is not a directory; valid: "
                                f"{', '.join(ENCODER_ALIASES)}, a Hugging Face model name or a local model directory")
-    if config.text_negatives == 0 or config.text_negatives < -1:
-        raise ValueError(f"{model_name} config key 'text_negatives' must be >= 1 or -1 (all seen items), "
-                         f"got {config.text_negatives}")
 
 
 def load_news_encoder(config: TextItemConfig, texts: list, dropout: float, model_name: str) -> nn.Module:

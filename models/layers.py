@@ -12,7 +12,7 @@
   time so the [N, n_items] logits never exist at once (MIND-large: ~161k news). Rows whose
   target is ``IGNORE`` are left out, so a model can hand it a fixed number of rows per batch
   (static shapes: no host sync, one ``torch.compile`` graph).
-* ``init_weights`` (BERT's) and ``check_config`` (config errors that name the key).
+* ``init_weights`` (BERT's).
 
 The models' parameter names come from here, so renaming an attribute breaks old checkpoints.
 """
@@ -28,30 +28,7 @@ from torch.utils.checkpoint import checkpoint
 
 from recboard.datasets.batches import PAD
 
-ATTENTION_IMPLS = ("sdpa", "eager")
 IGNORE = -100   # a target left out of the loss (cross_entropy's default ignore_index)
-
-
-def check_config(config, model_name: str) -> None:
-    """Config values that would otherwise fail deep inside torch, reported by key."""
-    def bad(key, expected):
-        raise ValueError(f"{model_name} config key {key!r} must be {expected}, got {getattr(config, key)!r}")
-    for key in ("hidden_size", "num_layers", "num_heads"):
-        if getattr(config, key) < 1:
-            bad(key, "a positive integer")
-    if config.hidden_size % config.num_heads:
-        raise ValueError(f"{model_name} config key 'hidden_size' ({config.hidden_size}) must be divisible "
-                         f"by 'num_heads' ({config.num_heads})")
-    if config.max_len < 2:
-        bad("max_len", ">= 2")
-    if not 0.0 <= config.dropout < 1.0:
-        bad("dropout", "in [0, 1)")
-    if config.ffn_size < 0:
-        bad("ffn_size", ">= 0 (0 = default width)")
-    if config.attention not in ATTENTION_IMPLS:
-        bad("attention", f"one of {', '.join(ATTENTION_IMPLS)}")
-    if getattr(config, "loss_chunk", 0) < 0:
-        bad("loss_chunk", ">= 0 (0 = the whole batch at once)")
 
 
 def item_rows(counts: np.ndarray) -> tuple[torch.Tensor, int]:

@@ -24,8 +24,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from recboard.datasets.batches import ImpressionBatch, ItemCatalog, SequenceBatch
-from recboard.models.encoders import (AdditiveAttention, MultiHeadSelfAttention, build_news_encoder, encode_all,
-                                      encode_each_once)
+from recboard.models.checks import is_fraction, require, text_encoder_rules
+from recboard.models.encoders import (CACHE_DTYPES, AdditiveAttention, MultiHeadSelfAttention, build_news_encoder,
+                                      encode_all, encode_each_once)
 
 
 @dataclass
@@ -46,6 +47,14 @@ class NRMSConfig:
     length_buckets: int = 0         # trainable PLM layers run on k groups of similar title length; 0 = one padded group
     sequence_negatives: int = 4     # negatives per positive on sequence data (impression batches use npratio)
     random_cut: bool = True         # sequence data: positive = a random item of the window, not always the last
+
+    def check(self) -> None:
+        require("nrms", self, [
+            *text_encoder_rules(self, "heads", "head_dim", "query_dim"),
+            ("dropout", is_fraction(self.dropout), "in [0, 1)"),
+            ("cache_dtype", self.cache_dtype in CACHE_DTYPES, f"one of {', '.join(CACHE_DTYPES)}"),
+            ("length_buckets", self.length_buckets >= 0, ">= 0 (0 or 1 = off)"),
+            ("sequence_negatives", self.sequence_negatives >= 1, ">= 1")])
 
 
 PRESETS = {
@@ -79,8 +88,7 @@ class NRMS(nn.Module):
         if len(texts) != catalog.n_items + 1:
             raise ValueError(f"dataset {catalog.name!r}: item_text has {len(texts)} entries, "
                              f"expected n_items + 1 = {catalog.n_items + 1} (index 0 = padding)")
-        if config.sequence_negatives < 1:
-            raise ValueError(f"config key 'sequence_negatives' must be >= 1, got {config.sequence_negatives}")
+        config.check()
         self.config = config
         self.n_items = catalog.n_items
         dim = config.heads * config.head_dim

@@ -32,8 +32,9 @@ import torch
 from torch import nn
 
 from recboard.datasets.batches import PAD, ItemCatalog, SequenceBatch
+from recboard.models.checks import require, transformer_rules
 from recboard.models.item_tower import TextItemConfig, TextItemTower, check_item_text
-from recboard.models.layers import (IGNORE, TransformerBlock, check_config, float32_logits, full_softmax_loss,
+from recboard.models.layers import (IGNORE, TransformerBlock, float32_logits, full_softmax_loss,
                                     init_weights, item_coverage, item_rows, rows_to_items, with_padding_column)
 
 
@@ -47,6 +48,9 @@ class SASRecConfig(TextItemConfig):   # + the text item tower's keys (item_encod
     ffn_size: int = 0           # feed-forward width; 0 = hidden_size (the original point-wise FFN)
     attention: str = "sdpa"     # sdpa (fused kernels) | eager (explicit softmax, for checking)
     loss_chunk: int = 0         # full-softmax loss over this many positions at a time; 0 = all at once
+
+    def check(self) -> None:
+        require("sasrec", self, [*transformer_rules(self), *self.text_rules()])
 
 
 PRESETS = {
@@ -93,7 +97,7 @@ class SASRec(nn.Module):
 
     def __init__(self, config: SASRecConfig, catalog: ItemCatalog):
         super().__init__()
-        check_config(config, "sasrec")
+        config.check()
         check_item_text(config, catalog, "sasrec")
         self.config = config
         self.n_items = int(catalog.n_items)

@@ -1,7 +1,17 @@
 """Behaviour pinned across refactors: small fixed runs of every route give the test metrics
 recorded in ``golden/pinned_metrics.json`` (produced by the code before the harness was
 reshaped into routes + trainer, commit 1ca2466). A change that alters them changes results
-users have already recorded; if that is intended, regenerate the file and say why."""
+users have already recorded; if that is intended, regenerate the file and say why.
+
+The pins must hold on any CPU, and float summation order differs between CPUs (ATen's
+AVX2 / AVX-512 kernels, MKL's code paths, thread counts), which a few epochs of training
+amplify. ``golden/pin_spread.py`` measures it: on an AMD EPYC (AVX-512) over ATen's
+default / AVX2 / native kernels and 1 or 2 threads, and on the Intel Xeon (AVX-512) of
+issue 19, trained cases moved up to 1.15e-4 from the pins (BERT4Rec, 3 epochs: barely
+trained, so near-tied scores flip ranks), counted ones (pop, random) not at all. So trained
+cases get TRAINED_TOLERANCE, about 9x the largest spread seen and still far below what a
+change in behaviour moves (a masking or sampling bug shifts these metrics by 1e-2 or more),
+and counted ones stay exact to float precision."""
 import json
 from pathlib import Path
 
@@ -12,6 +22,8 @@ from recboard.benchmarks.runner import run
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread")]
 
+TRAINED_TOLERANCE = 1e-3
+COUNTED_TOLERANCE = 1e-6
 PINNED = json.loads((Path(__file__).parent / "golden" / "pinned_metrics.json").read_text())
 
 
@@ -26,4 +38,5 @@ def datasets(tmp_path_factory):
 def test_same_seed_same_test_metrics(case, datasets):
     model, dataset, sets = case.split("|")
     result = run(resolve(model, dataset, sets.split(",")), data=datasets[dataset], tracking=False)
-    assert result.test_metrics == pytest.approx(PINNED[case], abs=1e-4)
+    tolerance = TRAINED_TOLERANCE if "epochs=" in sets else COUNTED_TOLERANCE
+    assert result.test_metrics == pytest.approx(PINNED[case], abs=tolerance)
