@@ -118,15 +118,6 @@ def parse_name(name: str) -> CsvSource:
 
 # --------------------------------------------------------------------------- parsing (polars)
 
-def _line(path: Path, line_no: int) -> str:
-    """Line ``line_no`` of ``path`` as text, for error messages."""
-    with open(path, "rb") as f:
-        for n, raw in enumerate(f, start=1):
-            if n == line_no:
-                return raw.decode("utf-8", errors="replace").rstrip("\r\n")
-    return ""
-
-
 def _layout(src: CsvSource) -> str:
     names = [str(c) for c in (src.user, src.item, src.time)]
     where = "columns" if src.header else "column numbers"
@@ -135,11 +126,11 @@ def _layout(src: CsvSource) -> str:
 
 def _check_header(src: CsvSource) -> int:
     """Number of fields per row; the header must name the three columns."""
-    from recboard.datasets.parsing import format_error
+    from recboard.datasets.parsing import format_error, line_text
     if src.path.stat().st_size == 0:
         from recboard.datasets.cache import DataFormatError
         raise DataFormatError(f"{src.path}: file is empty; expected {_layout(src)}")
-    first = _line(src.path, 1)
+    first = line_text(src.path, 1)
     fields = next(csv.reader([first], delimiter=src.sep), [])
     if not src.header:
         wanted = max(src.user, src.item, src.time)
@@ -162,14 +153,14 @@ def _check_header(src: CsvSource) -> int:
 def _ragged_line_error(src: CsvSource, n_fields: int):
     """The first row whose field count differs from the first line's (polars only says that
     one does, not where)."""
-    from recboard.datasets.parsing import format_error
+    from recboard.datasets.parsing import format_error, line_text
     with open(src.path, newline="", encoding="utf-8") as f:
         reader = csv.reader(f, delimiter=src.sep)
         for row in reader:
             if row and len(row) != n_fields:
                 return format_error(src.path, reader.line_num, f"{n_fields} fields separated by {src.sep!r} "
                                                                f"like line 1, found {len(row)}",
-                                    got=_line(src.path, reader.line_num))
+                                    got=line_text(src.path, reader.line_num))
     return None
 
 
@@ -178,7 +169,7 @@ def _scan(src: CsvSource, n_fields: int):
     import polars as pl
 
     from recboard.datasets.cache import DataFormatError
-    from recboard.datasets.parsing import _first_bad_utf8_line
+    from recboard.datasets.parsing import first_bad_utf8_line
     names = {k: (v if src.header else f"field_{v}") for k, v in
              (("user", src.user), ("item", src.item), ("time", src.time))}
     # our own names for a header-less file: polars' defaults changed between versions
@@ -193,7 +184,7 @@ def _scan(src: CsvSource, n_fields: int):
         df = lazy.collect()
     except pl.exceptions.ComputeError as e:
         if "utf-8" in str(e).lower() or "utf8" in str(e).lower():
-            line_no, col = _first_bad_utf8_line(src.path)
+            line_no, col = first_bad_utf8_line(src.path)
             raise DataFormatError(f"{src.path}, line {line_no}: expected UTF-8 text ({_layout(src)}), "
                                   f"found invalid byte(s) at column {col}") from None
         raise _ragged_line_error(src, n_fields) or DataFormatError(f"{src.path}: {e}") from None
@@ -218,7 +209,7 @@ def _sortable_time(df, src: CsvSource):
     """``time`` as numbers: integers, decimals, or a date/time (as epoch microseconds)."""
     import polars as pl
 
-    from recboard.datasets.parsing import format_error
+    from recboard.datasets.parsing import format_error, line_text
     col = df["time"]
     for parsed in (col.str.to_integer(strict=False), col.cast(pl.Float64, strict=False)):
         if parsed.null_count() == 0 and not parsed.is_nan().any():
@@ -238,21 +229,21 @@ def _sortable_time(df, src: CsvSource):
         else:
             bad, expected = parsed.is_null(), f"a date/time in the format of the first row's {col[0]!r}"
     line_no = df.filter(bad)["line_no"][0]
-    raise format_error(src.path, line_no, f"{expected} in column {src.time!r}", got=_line(src.path, line_no))
+    raise format_error(src.path, line_no, f"{expected} in column {src.time!r}", got=line_text(src.path, line_no))
 
 
 def read_interactions(src: CsvSource):
     """The file as (line_no, user, item, time), every row checked; errors name file + line."""
     import polars as pl
 
-    from recboard.datasets.parsing import format_error
+    from recboard.datasets.parsing import format_error, line_text
     n_fields = _check_header(src)
     df = _scan(src, n_fields)
     for key in ("user", "item", "time"):
         empty = df.filter(pl.col(key).is_null() | (pl.col(key) == ""))
         if len(empty):
             line_no = empty["line_no"][0]
-            raw = _line(src.path, line_no)
+            raw = line_text(src.path, line_no)
             what = "an empty line" if not raw.strip() else f"no {key} value"
             raise format_error(src.path, line_no, f"{_layout(src)}; found {what}", got=raw or None)
     df = _sortable_time(df, src)

@@ -12,10 +12,16 @@ Then items with fewer than 5 ratings are dropped and afterwards users left with 
 removes nobody: 6,040 users, 3,416 items). Items get dense indices 1..n in sorted order of
 their MovieLens ids (``raw_item_ids`` keeps the ids). With ``movies.dat`` next to the ratings,
 ``item_text`` is ``"Title (year) | Genre1, Genre2"`` for text models.
+
+``recboard.datasets.ml20m`` reads MovieLens-20M with the same code: a ``Release`` says what
+differs (file names, the item filter, the GroupLens readers), ``release_files`` finds the
+files and ``build_release`` turns them into sequences.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 PREPROCESS_VERSION = 1
 URL = "https://files.grouplens.org/datasets/movielens/ml-1m.zip"
@@ -27,34 +33,60 @@ MD5 = "c4d9eecfca2ab87c1945afe126590906"
 MIN_ITEM_RATINGS = 5
 MIN_USER_RATINGS = 5
 RATING_FILES = ("ratings.dat", "ml-1m.txt")
-ZIP_NAME = "ml-1m.zip"
 
 
-def _search_dirs(name: str, data_dir) -> list:
+@dataclass(frozen=True)
+class Release:
+    """What differs between the MovieLens releases read here (ML-1m; ML-20m in
+    ``recboard.datasets.ml20m``): file names, the filtering the papers applied, and the
+    readers of the GroupLens ratings and titles files."""
+
+    folder: str                  # the official zip's stem and top folder, e.g. "ml-1m"
+    url: str                     # the official zip, for the error messages
+    rating_files: tuple          # (GroupLens ratings, BERT4Rec's file): the first found is read
+    titles_file: str
+    min_item_ratings: int        # 0: no item filter
+    read_ratings: Callable       # path -> (line_no, user, item, ts)
+    read_titles: Callable        # path -> {movie id: "Title (year) | Genre1, Genre2"}
+
+    @property
+    def zip_name(self) -> str:
+        return f"{self.folder}.zip"
+
+
+def _search_dirs(name: str, data_dir, release: Release) -> list:
     from recboard.datasets.download import source_root
     base = source_root(name, data_dir)
-    return [base, base / "ml-1m"]
+    return [base, base / release.folder]
 
 
-def find_dir(name: str, data_dir) -> Path:
-    dirs = _search_dirs(name, data_dir)
+def find_release_dir(name: str, data_dir, release: Release) -> Path:
+    """The folder holding the release's ratings: the data dir, its ``<folder>/`` subfolder,
+    or the official zip in the data dir, unpacked once into the cache's ``raw/<name>/``."""
+    dirs = _search_dirs(name, data_dir, release)
     for d in dirs:
-        if any((d / f).is_file() for f in RATING_FILES):
+        if any((d / f).is_file() for f in release.rating_files):
             return d
-    archive = dirs[0] / ZIP_NAME
+    archive = dirs[0] / release.zip_name
+    grouplens, bert4rec = release.rating_files
     if archive.is_file():
         from recboard.datasets.download import unpack_local_zip
-        return unpack_local_zip(name, archive, tuple((f,) for f in RATING_FILES),
-                                f"the GroupLens {ZIP_NAME} ({URL}) holding ratings.dat")
+        return unpack_local_zip(name, archive, tuple((f,) for f in release.rating_files),
+                                f"the GroupLens {release.zip_name} ({release.url}) holding {grouplens}")
     from recboard.datasets.download import missing_files_error
-    raise missing_files_error(name, dirs, f"ratings.dat (GroupLens), ml-1m.txt (BERT4Rec) or {ZIP_NAME}")
+    raise missing_files_error(name, dirs, f"{grouplens} (GroupLens), {bert4rec} (BERT4Rec) or {release.zip_name}")
+
+
+def release_files(name: str, data_dir, release: Release) -> list:
+    """[ratings file, titles file if present]."""
+    d = find_release_dir(name, data_dir, release)
+    ratings = next(d / f for f in release.rating_files if (d / f).is_file())
+    titles = d / release.titles_file
+    return [ratings, titles] if titles.is_file() else [ratings]
 
 
 def source_files(name: str, data_dir) -> list:
-    d = find_dir(name, data_dir)
-    ratings = next(d / f for f in RATING_FILES if (d / f).is_file())
-    movies = d / "movies.dat"
-    return [ratings, movies] if movies.is_file() else [ratings]
+    return release_files(name, data_dir, ML_1M)
 
 
 def _download(name: str) -> None:
@@ -79,52 +111,66 @@ def read_ratings_dat(path: Path):
 
 def read_user_item_txt(path: Path, what: str = "'user item' (two integer ids)"):
     """BERT4Rec-style ``user item`` lines -> (line_no, user, item), file order = time order."""
+    import polars as pl
+
     from recboard.datasets import parsing as P
-    df = P.split_fields(P.read_lines(path, what), path, " ", ["user", "item"], what, normalize_spaces=True)
-    df = P.to_int(df, path, {"user": "user id (field 1)", "item": "item id (field 2)"})
+    df = P.read_numbers_fast(path, " ", {"user": pl.Int64, "item": pl.Int64})
+    if df is None:       # not plain "1 2" lines: the line reader accepts more spacing or names the bad line
+        df = P.split_fields(P.read_lines(path, what), path, " ", ["user", "item"], what, normalize_spaces=True)
+        df = P.to_int(df, path, {"user": "user id (field 1)", "item": "item id (field 2)"})
     P.require_positive(df, path, {"user": "user id (field 1)", "item": "item id (field 2)"})
     return df.select("line_no", "user", "item")
 
 
 def read_movies(path: Path) -> dict:
     """movies.dat (latin-1) -> {MovieID: "Title (year) | Genre1, Genre2"}."""
-    import polars as pl
-
     from recboard.datasets import parsing as P
     what = "MovieID::Title::Genres"
     df = P.split_fields(P.read_lines(path, what, encoding="latin-1"), path, "::",
                         ["item", "title", "genres"], what)
     df = P.to_int(df, path, {"item": "MovieID (field 1)"})
     P.require_positive(df, path, {"item": "MovieID (field 1)"})
-    df = df.with_columns((pl.col("title").str.strip_chars() + " | "
-                          + pl.col("genres").str.strip_chars().str.replace_all("|", ", ", literal=True))
-                         .alias("text"))
+    return titles_by_id(df)
+
+
+def titles_by_id(df) -> dict:
+    """(item, title, genres) rows -> {item: "Title (year) | Genre1, Genre2"}; just the title
+    where ML-20m says "(no genres listed)"."""
+    import polars as pl
+    genres = pl.col("genres").str.strip_chars()
+    title = pl.col("title").str.strip_chars()
+    text = pl.when(genres.is_in(["", "(no genres listed)"])).then(title) \
+        .otherwise(title + " | " + genres.str.replace_all("|", ", ", literal=True))
+    df = df.with_columns(text.alias("text"))
     return dict(zip(df["item"].to_list(), df["text"].to_list()))
 
 
-def build(name: str, data_dir, download: bool):
+def build_release(name: str, files: list, release: Release):
+    """SequenceData of a release from its files (``release_files``): GroupLens ratings sorted
+    by time (ties in file order) or BERT4Rec's file in its order, then the release's item
+    filter and users with >= ``MIN_USER_RATINGS``."""
     from recboard.datasets import parsing as P
     from recboard.datasets.batches import SequenceData
-    from recboard.datasets.download import find_or_download
 
-    files = find_or_download(name, data_dir, download, source_files, _download)
     ratings_path = files[0]
-    if ratings_path.name == "ratings.dat":
-        df, order = read_ratings_dat(ratings_path), ["ts", "line_no"]
+    if ratings_path.name == release.rating_files[0]:
+        df, order = release.read_ratings(ratings_path), ["ts", "line_no"]
     else:
         df, order = read_user_item_txt(ratings_path), ["line_no"]
     raw_rows, raw_items = len(df), df["item"].n_unique()
 
-    df = P.min_count_filter(df, "item", MIN_ITEM_RATINGS)
+    kept = f"users with >= {MIN_USER_RATINGS}"
+    if release.min_item_ratings:
+        df = P.min_count_filter(df, "item", release.min_item_ratings)
+        kept = f"items with >= {release.min_item_ratings} ratings and {kept}"
     df = P.min_count_filter(df, "user", MIN_USER_RATINGS)
     if df.is_empty():
-        raise ValueError(f"{ratings_path}: no interactions left after keeping items with >= "
-                         f"{MIN_ITEM_RATINGS} ratings and users with >= {MIN_USER_RATINGS}")
+        raise ValueError(f"{ratings_path}: no interactions left after keeping {kept}")
     seq = P.sequences(df.select("user", "item", *order), order)
 
     item_text = None
     if len(files) > 1:
-        titles = read_movies(files[1])
+        titles = release.read_titles(files[1])
         item_text = [""] + [titles.get(i, "") for i in seq["raw_item_ids"][1:]]
     stats = {**seq["stats"], "source": ratings_path.name, "raw_interactions": raw_rows,
              "raw_items": int(raw_items), "dropped_items": int(raw_items - seq["n_items"]),
@@ -133,3 +179,11 @@ def build(name: str, data_dir, download: bool):
         stats["items_without_title"] = sum(1 for t in item_text[1:] if not t)
     return SequenceData(name, seq["n_items"], seq["offsets"], seq["items"], item_text=item_text,
                         raw_item_ids=seq["raw_item_ids"], stats=stats)
+
+
+def build(name: str, data_dir, download: bool):
+    from recboard.datasets.download import find_or_download
+    return build_release(name, find_or_download(name, data_dir, download, source_files, _download), ML_1M)
+
+
+ML_1M = Release("ml-1m", URL, RATING_FILES, "movies.dat", MIN_ITEM_RATINGS, read_ratings_dat, read_movies)
