@@ -1,0 +1,64 @@
+"""Negative sampling and the pieces every Table 2 baseline of the BERT4Rec paper shares
+(``bpr_mf.py``, ``ncf.py``, ``fpmc.py``, ``caser.py``, ``gru4rec.py``).
+
+Items are embedding rows (``layers.item_rows``): 0 padding, 1..K the items seen in
+training, K + 1 one shared row for the rest. Negatives are drawn from the known rows only,
+as each original code draws from the items of its own training data. The originals of
+BPR-MF, NCF and Caser also skip the user's own training items; a model here sees the
+user's training window, not the whole history, so ``outside(draws, window)`` marks the
+draws that are not in the window and the others are left out of the loss. That is
+rejection sampling: the kept negatives are uniform over the items the window lacks.
+
+The user index comes with every batch the harness builds (``SequenceBatch.user``);
+``batch_users`` turns a missing one into an error naming the model.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from recboard.datasets.batches import SequenceBatch
+
+
+def batch_users(batch: SequenceBatch, model_name: str) -> torch.Tensor:
+    """[B] user indices of a batch, for a model with a user embedding."""
+    if batch.user is None:
+        raise ValueError(f"{model_name} has a user embedding: its SequenceBatch needs `user` "
+                         "(the dense user index of each row), got None")
+    return batch.user
+
+
+def check_users(n_users: int, model_name: str) -> int:
+    """A catalog's ``n_users``, which a user-embedding table needs to be sized."""
+    if n_users < 1:
+        raise ValueError(f"{model_name} has a user embedding: its ItemCatalog needs n_users >= 1, got {n_users}")
+    return int(n_users)
+
+
+def uniform_rows(n_known: int, shape: tuple, device) -> torch.Tensor:
+    """Known item rows (1..n_known) drawn uniformly with replacement (torch's generator,
+    so ``torch.manual_seed`` fixes them)."""
+    return torch.randint(1, n_known + 1, shape, device=device)
+
+
+def outside(draws: torch.Tensor, window: torch.Tensor) -> torch.Tensor:
+    """[B, ...] bool: True where ``draws[b, ...]`` is none of the items of ``window[b]``
+    ([B, M], padding included; a draw is never padding). Binary search in each sorted
+    window row, so no [B, ..., M] comparison is built."""
+    ordered = window.sort(dim=1).values
+    flat = draws.reshape(len(draws), -1)
+    at = torch.searchsorted(ordered, flat).clamp(max=ordered.size(1) - 1)
+    return (ordered.gather(1, at) != flat).view_as(draws)
+
+
+def masked_mean(values: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+    """Mean of ``values`` where ``keep`` (0 when nothing is kept)."""
+    return (values * keep).sum() / keep.sum().clamp(min=1)
+
+
+def glorot_uniform_(weight: torch.Tensor, fan_in: int, fan_out: int) -> torch.Tensor:
+    """U(-s, s), s = sqrt(6 / (fan_in + fan_out)): Keras' default and GRU4Rec's."""
+    bound = math.sqrt(6.0 / (fan_in + fan_out))
+    with torch.no_grad():
+        return weight.uniform_(-bound, bound)
