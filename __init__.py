@@ -68,7 +68,7 @@ def run(model: str, dataset: str, *, preset: str = "default", data=None, data_di
     nothing in MLflow; ``experiment``: the MLflow experiment for this run.
     """
     from recboard.benchmarks import config
-    from recboard.benchmarks.runner import run as run_config
+    from recboard.benchmarks.training.runner import run as run_config
 
     cfg = config.resolve(model, dataset, overrides, preset=preset)
     with _experiment(experiment):

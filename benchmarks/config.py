@@ -7,13 +7,16 @@ values of the wrong type are errors that name the key and the expected type.
 from __future__ import annotations
 
 import dataclasses
+import re
 import difflib
 import typing
 from dataclasses import dataclass, field
 from typing import Any
+from recboard.benchmarks.evaluation.protocols import IMPRESSION_METRICS, SEQUENCE_METRICS, SEQUENCE_PROTOCOLS
+from recboard.errors import UsageError
 
 
-class ConfigError(ValueError):
+class ConfigError(UsageError):
     pass
 
 
@@ -43,13 +46,11 @@ class TrainConfig:
     window_step: int = 0          # sequence training windows start every window_step items (0 = max_len: no overlap)
 
 
-SEQUENCE_PROTOCOLS = ("full", "sampled-uni100", "sampled-pop100")
 # torch.compile modes; "reduce-overhead" adds CUDA graphs (one launch per compiled graph on a GPU)
+# study, sweep and record names become folder and file names
+SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@+-]*")
 COMPILE_MODES = ("off", "default", "reduce-overhead", "max-autotune")
 LR_SCHEDULES = ("constant", "linear")
-PROTOCOLS = SEQUENCE_PROTOCOLS + ("impressions",)   # every result is keyed by one of these
-SEQUENCE_METRICS = ("HR@1", "HR@5", "HR@10", "NDCG@5", "NDCG@10", "MRR")
-IMPRESSION_METRICS = ("AUC", "MRR", "nDCG@5", "nDCG@10")
 
 # Per-task defaults applied before the model's own presets.
 TASK_PRESETS = {
@@ -72,7 +73,7 @@ class RunConfig:
         return out
 
     def get(self, key: str):
-        target = self.model if key in _field_types(self.model) else self.train
+        target = self.model if key in field_types(self.model) else self.train
         return getattr(target, key)
 
     @property
@@ -80,7 +81,7 @@ class RunConfig:
         return int(getattr(self.model, "max_len", self.train.max_len))
 
 
-def _field_types(obj_or_cls) -> dict:
+def field_types(obj_or_cls) -> dict:
     cls = obj_or_cls if isinstance(obj_or_cls, type) else type(obj_or_cls)
     hints = typing.get_type_hints(cls)
     return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
@@ -118,8 +119,8 @@ def coerce(key: str, value: Any, typ) -> Any:
 
 
 def apply(run: RunConfig, updates: dict, source: str) -> None:
-    model_types = _field_types(run.model)
-    train_types = _field_types(run.train)
+    model_types = field_types(run.model)
+    train_types = field_types(run.train)
     for key, value in updates.items():
         if key in model_types:
             setattr(run.model, key, coerce(key, value, model_types[key]))
@@ -132,6 +133,11 @@ def apply(run: RunConfig, updates: dict, source: str) -> None:
                               + (f"; did you mean {hint[0]!r}?" if hint else "")
                               + f"; valid keys: {', '.join(valid)}")
         run.sources[key] = source
+
+
+def as_updates(sets) -> dict:
+    """Config updates from ``--set`` strings (a list of key=value) or a dict of them."""
+    return parse_sets(sets) if isinstance(sets, (list, tuple)) else dict(sets or {})
 
 
 def parse_sets(pairs: list) -> dict:
@@ -168,8 +174,7 @@ def resolve(model_name: str, dataset_name: str, sets: list | dict | None = None,
                 apply(run, presets[name][key], f"preset {model_name}/{key}" + ("" if name == "default" else f" ({name})"))
     for values, source in layers or []:   # a replayed run or config file, a tuned study
         apply(run, values, source)
-    updates = parse_sets(sets) if isinstance(sets, (list, tuple)) else dict(sets or {})
-    apply(run, updates, "--set")
+    apply(run, as_updates(sets), "--set")
     validate(run, dataset.task)
     check_model_config(run)
     return run
@@ -242,7 +247,7 @@ def from_run(run_id: str) -> dict:
     """Model, dataset and the whole resolved config of a recorded run (its config.json)."""
     import json
 
-    from recboard.benchmarks.tracking import artifact, get_run
+    from recboard.benchmarks.tracking.store import artifact, get_run
 
     tags = get_run(run_id).data.tags
     with artifact(run_id, "config.json") as path:

@@ -11,7 +11,7 @@ the shared "unknown news" slot (ids missing from news.tsv); real news start at 2
   what ID-based sequential models train on when they are scored on MIND impressions.
 * ``ItemCatalog``: what a model is built from -- the items it ranks, their text, and how
   often each occurs in the examples the model trains on. The benchmark route that serves
-  the model (``recboard.benchmarks.tasks``) decides what is counted.
+  the model (``recboard.benchmarks.training.routes``) decides what is counted.
 
 These hold numpy arrays only, so training needs neither polars nor the raw files.
 """
@@ -185,15 +185,6 @@ class NewsData:
         clicks = sorted(self.user_clicks([self.train]).items())
         return (np.asarray([u for u, _ in clicks], dtype=np.int64),
                 [np.asarray(v, dtype=np.int64) for _, v in clicks])
-
-    def click_sequences(self) -> SequenceData:
-        """``user_clicks()`` as ``SequenceData`` (users in index order)."""
-        per_user = self.user_clicks()
-        users = sorted(per_user)
-        offsets, items = to_ragged([per_user[u] for u in users])
-        return SequenceData(self.name + "-clicks", self.n_items, offsets, items,
-                            item_text=self.titles, raw_item_ids=self.news_ids,
-                            stats={"users": len(users), "interactions": int(len(items))})
 
     def train_item_counts(self) -> np.ndarray:
         """Click counts per news over the training impressions (popularity baseline)."""

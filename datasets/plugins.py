@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import importlib
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 DATASET_GROUP = "recboard.datasets"
@@ -30,6 +31,16 @@ MODEL_GROUP = "recboard.models"
 TASKS = ("sequence", "impression")
 _ADAPTER_API = ("build", "source_files", "PREPROCESS_VERSION")
 
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """A dataset's registry entry (``recboard.datasets.registry.DATASETS``; plug-ins get one too)."""
+    module: str
+    task: str          # "sequence" or "impression"
+    description: str
+    env_var: str = ""  # where to look for files already on disk
+    family: str = ""   # datasets sharing model presets (the MIND sizes): PRESETS keys
 
 def entry_point_targets(group: str) -> dict[str, str]:
     """{name: "module" or "module:attr"} that installed packages register under ``group``,
@@ -58,7 +69,6 @@ def import_plugin_module(module_name: str, what: str):
 
 def dataset_spec(name: str):
     """DatasetSpec of a ``csv:`` name or an entry-point dataset; None if ``name`` is neither."""
-    from recboard.datasets.registry import DatasetSpec
     if name.startswith("csv:"):
         from recboard.datasets import interactions
         source = interactions.parse_name(name)

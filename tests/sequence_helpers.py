@@ -101,7 +101,7 @@ def runner_metrics_vs_pop(model_name: str, sets: list) -> tuple[dict, dict]:
     """Test metrics of ``model_name`` and of popularity, through the project runner (train,
     early-stop on validation, full ranking), on synthetic planted transitions."""
     from recboard.benchmarks.config import resolve
-    from recboard.benchmarks.runner import run
+    from recboard.benchmarks.training.runner import run
     from recboard.datasets.synthetic import generate_sequences
 
     data = generate_sequences(n_users=300, n_items=100, min_len=8, max_len=12, p_next=0.9, seed=1)

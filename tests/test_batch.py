@@ -1,4 +1,4 @@
-"""The GPU batch runner (``python -m recboard.benchmarks.batch``): jobs side by side, one
+"""The GPU batch runner (``python -m recboard.benchmarks.gpu.batch``): jobs side by side, one
 store each, a budget that ends late jobs KILLED, state that makes a second call resume, and
 one merged leaderboard."""
 from __future__ import annotations
@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from recboard.benchmarks import batch
-from recboard.benchmarks.batch import Job
+from recboard.benchmarks.gpu import batch
+from recboard.benchmarks.gpu.batch import Job
 
 
 def _seed_stores(out: Path, jobs, fresh_store) -> None:
@@ -24,7 +24,7 @@ def _seed_stores(out: Path, jobs, fresh_store) -> None:
 
 
 def _runs(store: Path):
-    from recboard.benchmarks.tracking import search_runs
+    from recboard.benchmarks.tracking.store import search_runs
     return search_runs("", tracking_uri=f"sqlite:///{store}")
 
 
@@ -76,7 +76,7 @@ def test_cli_checks_its_arguments(capsys):
         batch.main(["smoke", "--only", "nope"])
     assert exit_info.value.code == 2
     assert "no job nope in plan smoke; its jobs: pop, random" in capsys.readouterr().err
-    assert batch.main(["issue12-table2", "--dry-run"]) == 0
+    assert batch.main(["paper-table2", "--dry-run"]) == 0
     printed = capsys.readouterr().out
     # every Table 2 / full-ranking group of the issue, three seeds each
     for model in ("bert4rec", "sasrec"):

@@ -33,7 +33,10 @@ def test_version_and_help_name_what_exists(capsys):
         cli.main(["--version"])
     assert stop.value.code == 0 and capsys.readouterr().out.strip() == f"recboard {__version__}"
     text = cli.build_parser()._subparsers._group_actions[0].choices["run"].format_help()
-    assert "models: random, pop, bert4rec, sasrec" in text and "datasets: ml-1m, beauty" in text
+    models = text.split("models: ")[1].split(" (or")[0].split(", ")
+    datasets = text.split("datasets: ")[1].split(" (or")[0].split(", ")
+    assert {"random", "pop", "bert4rec", "sasrec", "bpr_mf", "caser"} <= set(models)
+    assert {"ml-1m", "beauty", "steam", "ml-20m"} <= set(datasets)
     assert "bench config --model M --dataset D" in text
 
 

@@ -1,4 +1,4 @@
-"""Issue 14's compiled path on CPU: the static-shape training losses of BERT4Rec / SASRec equal
+"""The compiled training path on CPU: the static-shape training losses of BERT4Rec / SASRec equal
 the boolean-indexed ones they replaced, and ``compile=default`` trains the same trajectory as
 ``compile=off`` (the GPU timings are ``speed.sequential`` / ``speed.whole_preset``)."""
 from __future__ import annotations
@@ -8,9 +8,9 @@ import torch
 import torch.nn.functional as F
 
 from recboard.benchmarks import config as C
-from recboard.benchmarks.checkpoint import FILE
-from recboard.benchmarks.runner import run
-from recboard.benchmarks.trainer import training_loss
+from recboard.benchmarks.training.checkpoint import FILE
+from recboard.benchmarks.training.runner import run
+from recboard.benchmarks.training.trainer import training_loss
 from recboard.datasets.batches import PAD, SequenceBatch
 from recboard.datasets.synthetic import generate_sequences
 from recboard.models.bert4rec import BERT4Rec, BERT4RecConfig

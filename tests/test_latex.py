@@ -14,6 +14,7 @@ pd = pytest.importorskip("pandas")
 
 from recboard.benchmarks import cli  # noqa: E402
 from recboard.leaderboard import render as lb  # noqa: E402
+from recboard.leaderboard import tables  # noqa: E402
 from recboard.leaderboard.latex import escape, inline  # noqa: E402
 from recboard.leaderboard.references import Reference, References  # noqa: E402
 
@@ -59,7 +60,7 @@ def references():
 
 def _latex(frame, references, monkeypatch, marks=None, **kw):
     # significance needs saved test examples: stand in for the paired test's verdict
-    monkeypatch.setattr(lb, "significance_marks", lambda rows, metrics: {
+    monkeypatch.setattr(tables, "significance_marks", lambda rows, metrics: {
         m: label for m, label in (marks or {}).items() if m in metrics and label in rows})
     return lb.render(frame, references, fmt="latex", commit=COMMIT, date=DATE, **kw)
 
@@ -142,7 +143,7 @@ def test_inline_code_spans():
 
 
 def test_csv_has_one_column_per_metric(frame, references, monkeypatch):
-    monkeypatch.setattr(lb, "significance_marks", lambda rows, metrics: {})
+    monkeypatch.setattr(tables, "significance_marks", lambda rows, metrics: {})
     table = pd.read_csv(io.StringIO(lb.render(frame, references, fmt="csv", commit=COMMIT, date=DATE)))
     assert not [c for c in table.columns if c.startswith("nDCG")]
     assert list(table.columns).count("NDCG@10") == 1 and "NDCG@10 std" in table.columns
@@ -155,7 +156,7 @@ def test_csv_has_one_column_per_metric(frame, references, monkeypatch):
 
 
 def test_markdown_datasets_section(frame, references, monkeypatch):
-    monkeypatch.setattr(lb, "significance_marks", lambda rows, metrics: {})
+    monkeypatch.setattr(tables, "significance_marks", lambda rows, metrics: {})
     text = lb.render(frame, references, commit=COMMIT, date=DATE)
     section = text.split("### Datasets")[1].split("###")[0]
     lines = [[c.strip() for c in line.strip("|").split("|")] for line in section.splitlines() if line.startswith("|")]

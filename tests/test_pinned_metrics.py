@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from recboard.benchmarks.config import resolve
-from recboard.benchmarks.runner import run
+from recboard.benchmarks.training.runner import run
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread")]
 

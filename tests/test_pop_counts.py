@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from recboard.benchmarks import pop_counts
+from recboard.benchmarks.experiments import pop_counts
 from recboard.benchmarks.config import resolve
-from recboard.benchmarks.runner import run
+from recboard.benchmarks.training.runner import run
 from recboard.datasets.registry import load_dataset
 
 pytestmark = pytest.mark.usefixtures("one_thread")

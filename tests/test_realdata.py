@@ -56,15 +56,15 @@ def test_mind_sample_parses_and_counts_missing_news(tmp_path):
     for block in (data.train, data.valid, data.test):
         assert all(block.labels(i).sum() >= 1 for i in range(len(block)))
     assert 0 < s["users"] == data.n_users and data.titles[2] and data.categories[2]
-    clicks = data.click_sequences()
-    assert clicks.n_users > 0 and clicks.items.max() <= data.n_items
+    clicks = data.train_click_sequences()
+    assert len(clicks) > 0 and max(int(c.max()) for c in clicks if len(c)) <= data.n_items
 
 
 def test_nrms_trains_and_evaluates_end_to_end_on_the_real_mind_sample(tmp_path, capsys):
     """Most news ids of the sample are missing from its news.tsv: the run must still train,
     score every dev impression and report the missing news."""
     from recboard.benchmarks import config as C
-    from recboard.benchmarks.runner import run
+    from recboard.benchmarks.training.runner import run
     from recboard.datasets.registry import load_dataset
 
     data = load_dataset("mind_small", data_dir=need(SHARED / "mind-sample"), cache_dir=tmp_path / "cache")

@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 
 from recboard.benchmarks import config as C
-from recboard.benchmarks.runner import run
-from recboard.benchmarks.tasks import (ClickSequenceRoute, ImpressionRoute, IncompatibleModelError, SequenceRoute,
+from recboard.benchmarks.training.runner import run
+from recboard.benchmarks.training.routes import (ClickSequenceRoute, ImpressionRoute, IncompatibleModelError, SequenceRoute,
                                        route_for)
 from recboard.datasets.batches import Impressions, NewsData, SequenceData, to_ragged
 
@@ -155,7 +155,7 @@ def test_run_is_recorded_in_mlflow(tmp_path, monkeypatch):
 
 
 def test_nan_loss_stops_the_run_and_marks_it_failed(tmp_path, monkeypatch):
-    from recboard.benchmarks.trainer import NonFiniteLossError
+    from recboard.benchmarks.training.trainer import NonFiniteLossError
     from recboard.models.sasrec import SASRec
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)

@@ -1,4 +1,4 @@
-"""The speed paths of issue 14 give today's results on CPU: the chunked full-softmax loss of
+"""The speed paths give today's results on CPU: the chunked full-softmax loss of
 SASRec / BERT4Rec (``loss_chunk``), NRMS-BERT's length buckets and bf16 frozen-layer cache
 (``length_buckets``, ``cache_dtype``), and the speed benchmarks' FLOP / peak accounting."""
 from __future__ import annotations
@@ -152,8 +152,7 @@ def test_flop_count_of_a_matmul_step():
 def test_sequential_benchmark_prints_the_chunked_path_beside_todays(capsys):
     from recboard.benchmarks.speed.sequential import main
     rows = main(["--device", "cpu", "--size", "tiny", "--model", "sasrec", "--n-users", "40", "--n-items", "80",
-                 "--max-len", "12", "--batch-size", "8", "--steps", "2", "--warmup", "1", "--loss-chunk", "16"],
-                legacy_rows=False)
+                 "--max-len", "12", "--batch-size", "8", "--steps", "2", "--warmup", "1", "--loss-chunk", "16"])
     table = {measure: values for _, measure, *values in rows}
     plain, fast, _, chunked, _ = table["final loss"]
     assert chunked == pytest.approx(fast, abs=1e-5)   # same seed and batches: the chunked loss is the same loss
@@ -177,8 +176,8 @@ def test_news_benchmark_prints_the_packed_path_beside_todays(capsys):
     assert "fast/packed" in text and "length_buckets=4" in text and "% of dense bf16 peak" in text
 
 
-def test_issue14_script_lists_every_gpu_measurement_without_running_it(tmp_path):
-    from recboard.benchmarks.speed.issue14 import MEASUREMENTS, main
+def test_gpu_suite_script_lists_every_gpu_measurement_without_running_it(tmp_path):
+    from recboard.benchmarks.speed.gpu_suite import MEASUREMENTS, main
     done = main(["--dry-run", "--out", str(tmp_path / "out")])
     assert [name for name, _, _ in done] == [m[0] for m in MEASUREMENTS]
     assert all(status is None and command[command.index("--device") + 1] == "cuda" for _, command, status in done)
@@ -186,8 +185,8 @@ def test_issue14_script_lists_every_gpu_measurement_without_running_it(tmp_path)
     assert [name for name, _, _ in done[:2]] == ["sequential-ml-1m", "bert4rec-ml-1m-whole-preset"]
 
 
-def test_issue14_script_stays_within_its_budget(tmp_path):
-    from recboard.benchmarks.speed.issue14 import BUDGET_S, SHORTEST_S, main
+def test_gpu_suite_script_stays_within_its_budget(tmp_path):
+    from recboard.benchmarks.speed.gpu_suite import BUDGET_S, SHORTEST_S, main
     assert BUDGET_S <= 560   # fits one 10-minute device call with room to spare
     # a budget too short for any measurement starts none of them
     done = main(["--budget", str(SHORTEST_S - 1), "--out", str(tmp_path / "out")])
@@ -202,7 +201,7 @@ def test_sequential_benchmark_prints_the_compiled_path_beside_todays(capsys):
     with inductor.patch(fallback_random=True):   # the eager random draws: the paths then see the same masks
         rows = main(["--device", "cpu", "--size", "tiny", "--model", "sasrec", "--n-users", "40", "--n-items", "80",
                      "--max-len", "12", "--hidden-size", "8", "--batch-size", "8", "--steps", "2", "--warmup", "1",
-                     "--paths", "compiled"], legacy_rows=False)
+                     "--paths", "compiled"])
     table = {measure: values for _, measure, *values in rows}
     plain, fast, _, compiled, _ = table["final loss"]
     assert compiled == pytest.approx(fast, abs=1e-5)   # same seed and batches: compiling changes no value

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import statistics
-from pathlib import Path
 
 import pytest
 
@@ -114,7 +113,7 @@ def test_a_bad_key_or_value_is_a_usage_error_before_anything_trains(args, messag
 
 
 def test_rerun_reuses_finished_points_and_an_interrupted_sweep_resumes(swept, capsys):
-    from recboard.benchmarks import runner
+    from recboard.benchmarks.training import runner
 
     before = len(_runs(swept["uri"], **{"recboard.sweep": NAME}))
     assert cli.main([*SWEEP, "--param", "hidden_size=8,16", "--out", str(swept["root"] / "again")]) == 0
@@ -205,7 +204,7 @@ def test_a_group_from_before_a_config_key_existed_is_reused_at_that_keys_default
     old group never recorded counts as its default, anything else must match."""
     import mlflow
 
-    from recboard.benchmarks import sweep as S
+    from recboard.benchmarks.experiments import sweep as S
 
     plan = S.plan("bert4rec", "synthetic_seq", ["hidden_size=8"], sets=TINY[1::2], seeds=[1, 2])
     point = plan.points[0]

@@ -12,7 +12,7 @@ import torch
 
 from recboard.benchmarks import cli
 from recboard.benchmarks.config import resolve
-from recboard.benchmarks.runner import run
+from recboard.benchmarks.training.runner import run
 from recboard.datasets.batches import ItemCatalog, SequenceBatch
 from recboard.datasets.synthetic import generate_news
 from recboard.models.bert4rec import BERT4Rec, BERT4RecConfig
@@ -204,7 +204,7 @@ def test_text_bert4rec_end_to_end_on_the_real_mind_sample(tmp_path):
 
 @pytest.mark.realdata
 def test_ml1m_titles_and_genres_feed_the_tower(tmp_path, monkeypatch):
-    from recboard.benchmarks.tasks import route_for
+    from recboard.benchmarks.training.routes import route_for
     from recboard.datasets.registry import load_dataset
     if not (SHARED / "ml-1m").exists():
         pytest.skip(f"{SHARED / 'ml-1m'} not available")
@@ -258,7 +258,7 @@ def user_env(tmp_path, monkeypatch):
     ("sasrec", "beauty", ["item_encoder=glove"], 1,
      r"^sasrec config key 'item_encoder' \('glove'\) reads item titles, and dataset 'beauty' has none; "
      r"drop item_encoder to train on item IDs$"),
-    ("bert4rec", "synthetic_seq", ["item_encoder=glove", "text_negatives=0"], 1,
+    ("bert4rec", "synthetic_seq", ["item_encoder=glove", "text_negatives=0"], 2,   # out of range: usage
      r"^bert4rec config key 'text_negatives' must be >= 1 or -1 \(all seen items\), got 0$"),
 ], ids=["misspelt encoder", "missing encoder directory", "encoder not available offline", "dataset without text",
         "bad text_negatives"])

@@ -5,9 +5,9 @@ import pytest
 import torch
 
 from recboard.benchmarks import config as C
-from recboard.benchmarks.checkpoint import FILE, Checkpointer
-from recboard.benchmarks.runner import run
-from recboard.benchmarks.trainer import TrainState
+from recboard.benchmarks.training.checkpoint import FILE, Checkpointer
+from recboard.benchmarks.training.runner import run
+from recboard.benchmarks.training.trainer import TrainState
 from recboard.datasets.synthetic import generate_sequences
 
 pytestmark = pytest.mark.usefixtures("one_thread")

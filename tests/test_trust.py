@@ -55,7 +55,7 @@ def test_seed_group_mean_and_std_are_those_of_its_runs(in_home):
 def test_compare_p_value_is_scipys_paired_t_test(in_home, capsys, tmp_path):
     from scipy import stats
 
-    from recboard.benchmarks.saved import load_examples
+    from recboard.benchmarks.tracking.saved import load_examples
 
     _, out = in_home
     a, b = out["bert4rec"]["mlflow_run_id"], out["pop"]["mlflow_run_id"]
@@ -74,7 +74,7 @@ def test_compare_p_value_is_scipys_paired_t_test(in_home, capsys, tmp_path):
 
 
 def test_eval_reproduces_the_test_metrics_and_rescoring_gives_sampled_numbers(in_home, tmp_path):
-    from recboard.benchmarks.tracking import get_run
+    from recboard.benchmarks.tracking.store import get_run
 
     _, out = in_home
     source = out["bert4rec"]
@@ -161,7 +161,7 @@ def test_tune_final_seeds_reruns_the_best_trial_as_a_group(in_home, tmp_path):
     assert cli.main(["tune", "--model", "sasrec", "--dataset", "synthetic_seq", "--trials", "2", "--study", "fs",
                      "--space", "lr=0.004:0.009", *TINY[:-1], "--set", "patience=0", "--out-dir", str(tmp_path),
                      "--final-seeds", "2", "--json", str(path)]) == 0
-    from recboard.benchmarks.tracking import get_run
+    from recboard.benchmarks.tracking.store import get_run
 
     group = json.loads(path.read_text())
     assert group["seeds"] == [1, 2] and len(group["runs"]) == 2
@@ -182,13 +182,13 @@ def test_significance_marks_skip_metrics_too_few_examples_define():
     examples = {"a": {"row": np.arange(3), "AUC": np.array([np.nan, np.nan, 1.0])},
                 "b": {"row": np.arange(3), "AUC": np.array([0.5, np.nan, np.nan])}}
     rows = {"a": {"run_id": "a", "AUC": 0.9}, "b": {"run_id": "b", "AUC": float("nan")}}
-    with mock.patch("recboard.benchmarks.significance.run_examples", lambda ref, store=None: ({}, examples[ref])):
+    with mock.patch("recboard.benchmarks.evaluation.significance.run_examples", lambda ref, store=None: ({}, examples[ref])):
         assert runs.significance_marks(rows, ["AUC"]) == {}
         rows["b"]["AUC"] = 0.5
         assert runs.significance_marks(rows, ["AUC"]) == {}
 
 
 def test_an_empty_split_keeps_no_examples():
-    from recboard.benchmarks.metrics import MeanAccumulator
+    from recboard.benchmarks.evaluation.metrics import MeanAccumulator
 
     assert list(MeanAccumulator(keep_examples=True).examples()["row"]) == []

@@ -12,8 +12,8 @@ optuna = pytest.importorskip("optuna")
 mlflow = pytest.importorskip("mlflow")
 pytest.importorskip("torch")
 
-from recboard.benchmarks import tuning  # noqa: E402
-from recboard.benchmarks.search_space import (TuningError, config_key_types, default_space,  # noqa: E402
+from recboard.benchmarks.experiments import tuning  # noqa: E402
+from recboard.benchmarks.experiments.search_space import (TuningError, config_key_types, default_space,  # noqa: E402
                                               parse_space)
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -122,7 +122,7 @@ def test_plots_and_trials_table_are_written(study):
 
 def test_interrupted_trial_is_stored_as_failed(env, monkeypatch):
     root, data = env
-    from recboard.benchmarks import runner
+    from recboard.benchmarks.training import runner
 
     real_run = runner.run
 
@@ -195,7 +195,7 @@ def test_tags_and_run_lookup_go_through_tracking(monkeypatch):
     import inspect
     import re
 
-    from recboard.benchmarks import tracking
+    from recboard.benchmarks.tracking import store as tracking
 
     monkeypatch.setenv("RECBOARD_GIT_COMMIT", "abc1234")
     assert tracking.run_tags(kind="trial", model="sasrec", dataset="ml-1m", task="sequence", protocol="full",
@@ -229,7 +229,7 @@ def test_sampler_and_pruner_by_name_share_the_storage_and_experiment(env, study,
 
 
 def test_samplers_and_pruners_are_built_by_name():
-    from recboard.benchmarks.search_space import make_pruner, make_sampler
+    from recboard.benchmarks.experiments.search_space import make_pruner, make_sampler
 
     assert isinstance(make_sampler("tpe", 0), optuna.samplers.TPESampler)
     assert isinstance(make_sampler("random", 0), optuna.samplers.RandomSampler)
@@ -243,22 +243,3 @@ def test_samplers_and_pruners_are_built_by_name():
     if importlib.util.find_spec("cmaes") is None:
         with pytest.raises(TuningError, match="pip install cmaes"):
             make_sampler("cmaes", 0)
-
-
-def test_a_study_in_its_old_per_study_file_is_found_then_adopted(env, capsys):
-    """Studies made before the shared storage: --from-study reads the old file, and the first
-    bench tune that resumes one copies it into the shared storage (no trial is retrained)."""
-    root, data = env
-    legacy = root / "home" / "studies" / "old.db"
-    legacy.parent.mkdir(parents=True, exist_ok=True)
-    old = optuna.create_study(study_name="old", storage=f"sqlite:///{legacy}", direction="maximize")
-    old.add_trial(optuna.trial.create_trial(
-        params={"lr": 5e-3, "dropout": 0.1}, value=0.3,
-        distributions={"lr": optuna.distributions.CategoricalDistribution([1e-7, 1e-6, 5e-3]),
-                       "dropout": optuna.distributions.FloatDistribution(0.0, 0.3)}))
-    assert tuning.best_params("old") == {"lr": 5e-3, "dropout": 0.1}
-    tuning.tune("sasrec", "synthetic_seq", trials=1, study="old", space=SPACE, sets=SETS, data=data,
-                out_dir=root / "old", tracking=False)
-    assert "copied from" in capsys.readouterr().err
-    adopted = optuna.load_study(study_name="old", storage=shared_storage(root))
-    assert [t.value for t in adopted.trials] == [0.3] and adopted.metric_names == ["valid NDCG@10"]

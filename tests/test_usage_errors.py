@@ -99,7 +99,7 @@ def test_tracking_uri_option_points_the_command_at_that_store(store, tmp_path, f
 
 
 def test_bootstrap_p_is_never_zero_and_prints_as_its_floor():
-    from recboard.benchmarks.significance import _p, paired_test
+    from recboard.benchmarks.evaluation.significance import _p, paired_test
 
     rng = np.random.default_rng(0)
     a = rng.random(500)

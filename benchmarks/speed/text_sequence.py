@@ -48,7 +48,7 @@ def model_config(model: str, args, encoder_dir):
 
 def measure(model: str, args, data, encoder_dir, device) -> dict:
     import torch
-    from recboard.benchmarks.tasks import route_for
+    from recboard.benchmarks.training.routes import route_for
     from recboard.models.registry import model_class
 
     cfg = model_config(model, args, encoder_dir)

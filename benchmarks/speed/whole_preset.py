@@ -1,5 +1,5 @@
 """Training time of a model's whole ML-1m preset, every epoch through ``bench run``'s trainer,
-on ML-1m-shaped synthetic data, once per ``compile`` mode: issue 14's target (BERT4Rec's 400
+on ML-1m-shaped synthetic data, once per ``compile`` mode: the speed target (BERT4Rec's 400
 epochs in <= 30 s of training on one H100) measured the way ``bench run`` trains.
 
     python -m recboard.benchmarks.speed.whole_preset --device cuda --model bert4rec
@@ -44,7 +44,7 @@ def main(argv=None) -> list:
     import torch
     from tabulate import tabulate
     from recboard.benchmarks.config import parse_sets, resolve
-    from recboard.benchmarks.runner import run
+    from recboard.benchmarks.training.runner import run
 
     n_users, n_items = SIZES[args.size][:2]
     data = synthetic_ml1m(n_users, n_items, args.seed)

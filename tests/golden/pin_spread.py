@@ -23,7 +23,7 @@ CHILD = """
 import json, sys, torch
 torch.set_num_threads(int(sys.argv[1]))
 from recboard.benchmarks.config import resolve
-from recboard.benchmarks.runner import run
+from recboard.benchmarks.training.runner import run
 from recboard.datasets.registry import load_dataset
 cases, cache, out = json.loads(sys.argv[2]), sys.argv[3], {}
 data = {}

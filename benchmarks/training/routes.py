@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from recboard.benchmarks import distributed as D
-from recboard.benchmarks.evaluation import ImpressionEvaluator, SequenceEvaluator, impression_sequence_inputs
+from recboard.benchmarks.evaluation.evaluators import ImpressionEvaluator, SequenceEvaluator, impression_sequence_inputs
 from recboard.datasets.batches import (ImpressionBatch, Impressions, ItemCatalog, NewsData, SequenceBatch,
                                        SequenceData, item_counts, left_pad, to_ragged)
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from recboard.benchmarks.trainer import TrainState
+from recboard.benchmarks.training.trainer import TrainState
 
 FILE = "checkpoint.pt"
 FORMAT = 2   # 2: the trainer state as one TrainState record

@@ -1,7 +1,7 @@
-"""Issue 14's GPU measurements as one script, for a lent GPU with a short time budget.
+"""The speed suite's GPU measurements as one script, for a lent GPU with a short time budget.
 
-    python -m recboard.benchmarks.speed.issue14 --out results/       # on the GPU, <= 9 min
-    python -m recboard.benchmarks.speed.issue14 --dry-run            # the commands, run nothing
+    python -m recboard.benchmarks.speed.gpu_suite --out results/       # on the GPU, <= 9 min
+    python -m recboard.benchmarks.speed.gpu_suite --dry-run            # the commands, run nothing
 
 Runs the speed benchmarks one after another (most informative first, so a budget cut short
 still leaves the main figures), each under its own timeout cut to what is left of
@@ -36,7 +36,7 @@ SHORTEST_S = 60  # a measurement that would get less is skipped
 def main(argv=None) -> list:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default="cuda")
-    parser.add_argument("--out", default="issue14-results", help="folder for the tables")
+    parser.add_argument("--out", default="speed-results", help="folder for the tables")
     parser.add_argument("--only", nargs="*", help="names of the measurements to run (default: all)")
     parser.add_argument("--dry-run", action="store_true", help="print the commands only")
     parser.add_argument("--budget", type=float, default=BUDGET_S, help=f"seconds for all (default {BUDGET_S})")

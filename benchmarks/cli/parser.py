@@ -1,20 +1,11 @@
-"""``bench``: the parser and the entry point; what each command does is in
-``recboard.benchmarks.commands`` (list / prepare / config / run / eval / compare / tune /
-sweep / leaderboard / demo).
-
-Only argparse and the registries are imported at start-up so ``bench --help`` and
-``bench list`` are instant; torch, polars, mlflow and transformers load inside commands.
-
-Exit codes: 0 success, 1 a failure while doing the work (missing or malformed data, a run
-that failed, a refused comparison), 2 bad usage (unknown option, model, dataset or config
-key, a value of the wrong type), 130 interrupted. ``--json -`` writes the JSON to stdout
-and the human-readable table to stderr.
+"""``bench``'s argument parser: every command and option, with no heavy import (argparse
+and the registries only), so ``bench --help`` and ``bench list`` are instant. What each
+command does is ``recboard.benchmarks.cli.commands``; the entry point and exit codes are
+``recboard.benchmarks.cli.main``.
 """
 from __future__ import annotations
 
 import argparse
-import os
-import sys
 
 def _add_data_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-dir", help="folder holding the dataset's official files (else the env var or cache)")
@@ -99,7 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_output_args(p)
     _add_tracking_args(p, experiment=False)
 
-    from recboard.benchmarks.search_space import PRUNERS, SAMPLERS  # plain dicts, nothing heavy
+    from recboard.benchmarks.experiments.search_space import PRUNERS, SAMPLERS  # plain dicts, nothing heavy
     p = sub.add_parser("tune", help="Optuna search over a model's hyper-parameters")
     p.add_argument("--model", required=True)
     p.add_argument("--dataset", required=True)
@@ -175,78 +166,3 @@ def _run_epilog() -> str:
             f"datasets: {', '.join(DATASETS)} (or csv:PATH)\n"
             "config keys: `bench config --model M --dataset D` lists every key with its value and where it "
             "came from;\n  set them with --set KEY=VALUE (README: Everyday use)")
-
-
-EXIT_FAILURE, EXIT_USAGE = 1, 2
-
-
-def usage_errors() -> tuple:
-    """Errors that mean the command was asked for wrongly, as argparse's own (exit code 2)."""
-    from recboard.benchmarks.config import ConfigError
-    from recboard.benchmarks.search_space import TuningError
-    from recboard.benchmarks.seeds import SeedsError
-    from recboard.benchmarks.sweep import SweepError
-    from recboard.datasets.registry import UnknownDatasetError
-    from recboard.models.registry import UnknownNameError
-    return ConfigError, SeedsError, SweepError, TuningError, UnknownDatasetError, UnknownNameError
-
-
-def _interrupt_on_sigterm():
-    """SIGTERM (a scheduler stopping the job) unwinds like Ctrl-C: the last checkpoint is
-    kept and the MLflow run is marked KILLED instead of being left RUNNING forever."""
-    import signal
-
-    def handler(signum, frame):
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    try:
-        return signal.signal(signal.SIGTERM, handler)
-    except ValueError:  # not the main thread (e.g. called from a test runner thread)
-        return None
-
-
-def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    # MLflow's own variables, so every run the command starts or reads uses them (the
-    # leaderboard's repeatable --tracking-uri is a list of stores to read, not one to use);
-    # restored afterwards, so main() called from Python leaves the environment as it was
-    mlflow_env = {"MLFLOW_TRACKING_URI": getattr(args, "tracking_uri", None),
-                  "MLFLOW_EXPERIMENT_NAME": getattr(args, "experiment", None)}
-    mlflow_env = {key: value for key, value in mlflow_env.items() if isinstance(value, str) and value}
-    saved_env = {key: os.environ.get(key) for key in mlflow_env}
-    os.environ.update(mlflow_env)
-    previous = _interrupt_on_sigterm()
-    try:
-        from recboard.benchmarks.commands import COMMANDS
-        return COMMANDS[args.command](args)
-    except KeyboardInterrupt:
-        print("bench: interrupted", file=sys.stderr)
-        return 130
-    except BrokenPipeError:
-        # the reader went away (`bench prepare | head`): stop quietly, and keep Python from
-        # complaining when it flushes stdout on the way out
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 1
-    except (ValueError, OSError, RuntimeError, ImportError) as exc:
-        if os.environ.get("RECBOARD_DEBUG"):
-            raise
-        print(f"bench {args.command}: error: {exc}", file=sys.stderr)
-        return EXIT_USAGE if isinstance(exc, usage_errors()) else EXIT_FAILURE
-    finally:
-        if "torch.distributed" in sys.modules:
-            import torch.distributed as dist
-            if dist.is_initialized():
-                dist.destroy_process_group()
-        if previous is not None:
-            import signal
-            signal.signal(signal.SIGTERM, previous)
-        for key, value in saved_env.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -17,22 +17,10 @@ import math
 import re
 from pathlib import Path
 
+from recboard.benchmarks.tracking.figures import new_figure, save_figure
+
 COMPLETE_STYLE = {"color": "tab:blue", "label": "complete"}
 PRUNED_STYLE = {"facecolors": "none", "edgecolors": "tab:red", "label": "pruned (best before stop)"}
-
-
-def _figure(width: float = 6.0, height: float = 4.0):
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(width, height), layout="constrained")
-    FigureCanvasAgg(fig)
-    return fig, fig.add_subplot()
-
-
-def _save(fig, path: Path) -> Path:
-    fig.savefig(path, dpi=110)
-    return path
 
 
 def _points(study):
@@ -56,7 +44,7 @@ def plot_param(study, key: str, metric: str, path: Path, title: str = "") -> Pat
     points = [(t.params[key], v, pruned, t.distributions[key]) for t, v, pruned in _points(study) if key in t.params]
     if not points:
         return None
-    fig, ax = _figure()
+    fig, ax = new_figure()
     dist = points[-1][3]
     if isinstance(dist, optuna.distributions.CategoricalDistribution):
         choices = list(dist.choices)
@@ -77,14 +65,14 @@ def plot_param(study, key: str, metric: str, path: Path, title: str = "") -> Pat
     ax.set_title(f"{title}: valid {metric} vs {key}" if title else f"valid {metric} vs {key}")
     ax.grid(alpha=0.3)
     ax.legend(loc="best", fontsize="small")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_history(study, metric: str, path: Path, title: str = "") -> Path | None:
     points = _points(study)
     if not points:
         return None
-    fig, ax = _figure()
+    fig, ax = new_figure()
     for pruned, style in ((False, COMPLETE_STYLE), (True, PRUNED_STYLE)):
         sel = [(t.number, v) for t, v, p in points if p == pruned]
         if sel:
@@ -104,7 +92,7 @@ def plot_history(study, metric: str, path: Path, title: str = "") -> Path | None
     ax.set_title(f"{title}: optimisation history" if title else "optimisation history")
     ax.grid(alpha=0.3)
     ax.legend(loc="best", fontsize="small")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_learning_curves(study, metric: str, path: Path, title: str = "") -> Path | None:
@@ -113,7 +101,7 @@ def plot_learning_curves(study, metric: str, path: Path, title: str = "") -> Pat
     curves = [t for t in study.trials if t.intermediate_values]
     if not curves:
         return None
-    fig, ax = _figure()
+    fig, ax = new_figure()
     for t in curves:
         steps = sorted(t.intermediate_values)
         pruned = t.state == optuna.trial.TrialState.PRUNED
@@ -127,7 +115,7 @@ def plot_learning_curves(study, metric: str, path: Path, title: str = "") -> Pat
     ax.grid(alpha=0.3)
     if len(curves) <= 10:
         ax.legend(loc="best", fontsize="small", ncol=2)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def param_importances(study) -> dict:
@@ -154,14 +142,14 @@ def plot_importances(importances: dict, metric: str, path: Path, title: str = ""
     if not importances:
         return None
     keys = list(importances)[::-1]  # most important on top
-    fig, ax = _figure(height=1.2 + 0.4 * len(keys))
+    fig, ax = new_figure(height=1.2 + 0.4 * len(keys))
     ax.barh(keys, [importances[k] for k in keys], color="tab:blue")
     for i, key in enumerate(keys):
         ax.text(importances[key], i, f" {importances[key]:.2f}", va="center", fontsize="small")
     ax.set_xlim(0, 1.1)
     ax.set_xlabel(f"importance for valid {metric} (fANOVA)")
     ax.set_title(f"{title}: parameter importance" if title else "parameter importance")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def _axis(ax, which: str, key: str, values: list, dist):
@@ -191,7 +179,7 @@ def plot_contour(study, x: str, y: str, metric: str, path: Path, title: str = ""
               and t.value is not None and x in t.params and y in t.params]
     if len(trials) < 2:
         return None
-    fig, ax = _figure(width=6.5)
+    fig, ax = new_figure(width=6.5)
     xs = _axis(ax, "x", x, [t.params[x] for t in trials], trials[-1].distributions[x])
     ys = _axis(ax, "y", y, [t.params[y] for t in trials], trials[-1].distributions[y])
     values = [t.value for t in trials]
@@ -204,7 +192,7 @@ def plot_contour(study, x: str, y: str, metric: str, path: Path, title: str = ""
     ax.margins(0.05)             # cutting their dots in half
     fig.colorbar(dots, ax=ax, label=f"valid {metric}")
     ax.set_title(f"{title}: valid {metric} over {x}, {y}" if title else f"valid {metric} over {x}, {y}")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_study(study, keys, metric: str, out_dir, title: str = "") -> list:

@@ -1,7 +1,7 @@
 """Many ``bench`` runs side by side in one call, for a lent GPU with a short time budget.
 
-    python -m recboard.benchmarks.batch issue12-table2 --out results/ --parallel 6 --budget 540
-    python -m recboard.benchmarks.batch issue12-table2 --dry-run        # the commands, run nothing
+    python -m recboard.benchmarks.gpu.batch paper-table2 --out results/ --parallel 6 --budget 540
+    python -m recboard.benchmarks.gpu.batch paper-table2 --dry-run        # the commands, run nothing
 
 Small recommenders leave most of an H100 idle, so a plan's jobs (``PLANS``: each a ``bench``
 command line, most important first) run ``--parallel`` at a time. Each job gets
@@ -63,12 +63,12 @@ def _sensitivity(dataset: str, param: str, values: str) -> Job:
 PLANS = {
     # BERT4Rec paper Table 2 (sampled-pop100) and the full-ranking rows of references.toml,
     # three seeds each; pop needs no GPU and its rows are already measured
-    "issue12-table2": tuple(
+    "paper-table2": tuple(
         _group_job(model, dataset, protocol)
         for protocol in ("sampled-pop100", "full") for dataset in ("ml-1m", "beauty") for model in ("bert4rec", "sasrec")),
     # the paper's sensitivity figures: hidden size (§4.5, Fig. 4), mask proportion (§4.6,
     # Fig. 5), max length (§4.7, Table 4: its own grid per dataset)
-    "issue12-sensitivity": (
+    "paper-sensitivity": (
         _sensitivity("ml-1m", "hidden_size", "16,32,64,128,256"),
         _sensitivity("beauty", "hidden_size", "16,32,64,128,256"),
         _sensitivity("ml-1m", "mask_ratio", "0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9"),
@@ -80,7 +80,7 @@ PLANS = {
     # SASRec+ exactly as Klenitskiy & Vasilev trained it; BERT4Rec's original-code recipe on
     # Beauty, 400k steps that take longer than a call can give (a checkpoint is too big to
     # carry back), so one seed, CUDA graphs and a cap: how far its schedule gets in 7 minutes
-    "issue12-recipes": (
+    "paper-recipes": (
         _group_job("sasrec", "ml-1m", "full", "sasrec+"),
         _group_job("sasrec", "beauty", "full", "sasrec+"),
         _group_job("bert4rec", "beauty", "sampled-pop100", "original", seeds="1",

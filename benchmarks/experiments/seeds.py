@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import math
 from dataclasses import dataclass
+from recboard.benchmarks.evaluation.significance import mean_and_std
+from recboard.errors import UsageError
 
 
-class SeedsError(ValueError):
+class SeedsError(UsageError):
     pass
 
 
@@ -31,13 +32,6 @@ def parse_seeds(text: str) -> list[int]:
     if len(set(seeds)) != len(seeds):
         raise SeedsError(f"--seeds lists a seed twice: {text!r}")
     return seeds
-
-
-def mean_and_std(values: list) -> tuple[float, float]:
-    mean = sum(values) / len(values)
-    if len(values) < 2:
-        return mean, 0.0
-    return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
 
 
 def summarize(results: list, key: str) -> tuple[dict, dict]:
@@ -66,7 +60,7 @@ class GroupResult:
 def run_seeds(cfg, seeds: list, *, data=None, data_dir=None, cache_dir=None, tracking: bool = True,
               progress: bool = False, run_name: str | None = None, extra_tags: dict | None = None) -> GroupResult:
     """Train ``cfg`` once per seed (``cfg.train.seed`` replaced); see the module docstring."""
-    from recboard.benchmarks import runner
+    from recboard.benchmarks.training import runner
     from recboard.datasets.registry import load_dataset
 
     data = data if data is not None else load_dataset(cfg.dataset_name, data_dir=data_dir, cache_dir=cache_dir)
@@ -93,8 +87,8 @@ def run_seeds(cfg, seeds: list, *, data=None, data_dir=None, cache_dir=None, tra
 
 
 def _open_group(cfg, seeds, data, run_name, extra_tags):
-    from recboard.benchmarks import tracking as T
-    from recboard.benchmarks.runner import data_tags
+    from recboard.benchmarks.tracking import store as T
+    from recboard.benchmarks.training.runner import data_tags
     from recboard.datasets.registry import dataset_spec
 
     tags = T.run_tags(kind="group", model=cfg.model_name, dataset=cfg.dataset_name,

@@ -4,7 +4,7 @@ factor at a time, as in the BERT4Rec paper's sensitivity study (Sun et al., CIKM
 
 For every dataset x value, the configuration (the model's presets, ``--preset``, ``--set``,
 then the swept ``KEY=value``) is trained once per seed as one seed group
-(``recboard.benchmarks.seeds.run_seeds``: a parent run of kind ``group`` with nested seed
+(``recboard.benchmarks.experiments.seeds.run_seeds``: a parent run of kind ``group`` with nested seed
 runs). The group and its seed runs carry the tags ``recboard.sweep`` (the sweep's name),
 ``recboard.sweep_param`` and ``recboard.sweep_value`` (the value as the config holds it:
 ``64``, ``0.2``), which is how ``recboard.leaderboard.figures`` finds them again: figures are
@@ -26,11 +26,11 @@ import sys
 from dataclasses import dataclass
 
 from recboard.benchmarks import config as C
+from recboard.errors import UsageError
 
-SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@+-]*")   # becomes a folder and file names
 
 
-class SweepError(ValueError):
+class SweepError(UsageError):
     """A sweep asked for wrongly (exit code 2)."""
 
 
@@ -91,7 +91,7 @@ def plan(model: str, datasets: str, params: list, sets: list | None = None, pres
     if not names or len(set(names)) != len(names):
         raise SweepError(f"--dataset expects distinct comma-separated datasets such as ml-1m,beauty, got {datasets!r}")
     name = name or default_name(model, key)
-    if not SAFE_NAME.fullmatch(name):
+    if not C.SAFE_NAME.fullmatch(name):
         raise SweepError(f"sweep name {name!r} becomes a folder and file names: use letters, digits and . _ @ + -")
     points = []
     for dataset in names:
@@ -108,7 +108,7 @@ def plan(model: str, datasets: str, params: list, sets: list | None = None, pres
 
 def _check_name_is_ours(sweep: Sweep, store: str) -> None:
     """A sweep name holds one model's one key, so its figures never mix two sweeps."""
-    from recboard.benchmarks import tracking as T
+    from recboard.benchmarks.tracking import store as T
 
     for run in T.search_runs(T.tag_filter({"recboard.sweep": sweep.name, "recboard.kind": "group"}), store,
                              output_format="list", max_results=20):
@@ -121,8 +121,8 @@ def _check_name_is_ours(sweep: Sweep, store: str) -> None:
 
 def finished_group(sweep: Sweep, point: Point, store: str) -> str | None:
     """The newest FINISHED seed group of this point with the same seeds and resolved config."""
-    from recboard.benchmarks import tracking as T
-    from recboard.benchmarks.seeds import group_params
+    from recboard.benchmarks.tracking import store as T
+    from recboard.benchmarks.experiments.seeds import group_params
 
     query = T.tag_filter({"recboard.kind": "group", "recboard.model": sweep.model,
                           "recboard.dataset": point.dataset, "recboard.seeds": ",".join(map(str, sweep.seeds)),
@@ -148,8 +148,8 @@ def _defaults(config) -> dict:
 def run_sweep(sweep: Sweep, *, data_dir=None, cache_dir=None, progress: bool = False) -> list[Done]:
     """Train (or reuse) every point as a seed group, saying which on stderr; see the module
     docstring. An interrupt ends the open group and seed run KILLED (``runner.ending_status``)."""
-    from recboard.benchmarks import tracking as T
-    from recboard.benchmarks.seeds import run_seeds
+    from recboard.benchmarks.tracking import store as T
+    from recboard.benchmarks.experiments.seeds import run_seeds
     from recboard.datasets.registry import load_dataset
 
     T.setup()   # the store and experiment exist before they are searched

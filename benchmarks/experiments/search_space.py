@@ -11,6 +11,8 @@ The search: ``--sampler`` (``SAMPLERS``) and ``--pruner`` (``PRUNERS``), built b
 """
 from __future__ import annotations
 
+from recboard.errors import UsageError
+
 KINDS = ("float", "logfloat", "int", "categorical")
 SAMPLERS = {"tpe": "TPE (Bayesian, the default)", "random": "uniform random",
             "qmc": "quasi-random Sobol points (even coverage)", "gp": "Gaussian process (few, costly trials)",
@@ -20,7 +22,7 @@ PRUNERS = {"median": "stop a trial below the median of earlier trials at the sam
            "none": "never stop a trial early"}
 
 
-class TuningError(ValueError):
+class TuningError(UsageError):
     pass
 
 
@@ -128,11 +130,11 @@ def config_key_types(cfg) -> dict:
     """Every settable config key -> its (non-Optional) Python type."""
     import typing
 
-    from recboard.benchmarks.config import _field_types
+    from recboard.benchmarks.config import field_types
 
     out = {}
     for obj in (cfg.train, cfg.model):
-        for key, typ in _field_types(obj).items():
+        for key, typ in field_types(obj).items():
             if typing.get_origin(typ) is typing.Union:
                 typ = next(a for a in typing.get_args(typ) if a is not type(None))
             out[key] = typ
@@ -144,7 +146,7 @@ def resolve_search(model: str, dataset: str, space=None, sets=None):
     minus keys fixed by ``sets``, plus the ``space`` overrides."""
     from recboard.benchmarks import config as C
 
-    fixed = C.parse_sets(sets) if isinstance(sets, (list, tuple)) else dict(sets or {})
+    fixed = C.as_updates(sets)
     base_cfg = C.resolve(model, dataset, fixed)           # checks model, dataset and --set
     key_types = config_key_types(base_cfg)
     search = {k: v for k, v in check_space(default_space(model), key_types,

@@ -1,14 +1,13 @@
 """``bench tune``: Optuna search over a model's hyper-parameters, tracked in MLflow.
 
 * Search space: the model module's ``SEARCH_SPACE`` overridden per key with ``--space``,
-  minus keys fixed with ``--set`` (``recboard.benchmarks.search_space``).
+  minus keys fixed with ``--set`` (``recboard.benchmarks.experiments.search_space``).
 * ``--sampler`` (TPE by default, seeded) and ``--pruner`` (median by default) on the
   per-epoch validation metric (the runner's ``on_epoch`` hook), direction maximize; the
   study's metric is named ("valid NDCG@10") for optuna-dashboard.
 * Storage: every study in one sqlite file, ``~/recboard/optuna.db`` (under
   ``RECBOARD_HOME``), so one ``optuna-dashboard sqlite:///$HOME/recboard/optuna.db`` shows
-  them all; or any Optuna RDB URL (``--storage``). A study left in the per-study file of
-  earlier versions (``~/recboard/studies/<study>.db``) is copied in when first resumed.
+  them all; or any Optuna RDB URL (``--storage``).
   Studies are opened with ``load_if_exists``: re-running resumes, and ``trials=N`` means
   "until the study holds N complete + pruned trials" (3 then 5 gives 5 in total). An
   interrupted trial (Ctrl-C included) is stored as FAIL and the interrupt re-raised.
@@ -26,10 +25,10 @@ import sys
 import time
 from pathlib import Path
 
-from recboard.benchmarks.search_space import TuningError, make_pruner, make_sampler, resolve_search, suggest
+from recboard.benchmarks.config import SAFE_NAME
+from recboard.benchmarks.experiments.search_space import TuningError, make_pruner, make_sampler, resolve_search, suggest
 
 MAX_FAILURES_IN_ROW = 5
-STUDY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@+-]*")   # safe as a file or folder name
 TRIALS_TABLE = "trials.md"
 
 
@@ -53,35 +52,29 @@ def parse_duration(value) -> float | None:
 
 def studies_dir() -> Path:
     """Default home of each study's trials table and plots (``<study>/``)."""
-    from recboard.benchmarks.tracking import recboard_home
+    from recboard.benchmarks.tracking.store import recboard_home
     return recboard_home() / "studies"
 
 
 def default_storage() -> str:
     """The one sqlite file every study lives in unless ``--storage`` says otherwise."""
-    from recboard.benchmarks.tracking import recboard_home
+    from recboard.benchmarks.tracking.store import recboard_home
     return f"sqlite:///{(recboard_home() / 'optuna.db').resolve()}"
 
 
 def _check_name(study: str) -> None:
-    if not STUDY_NAME.fullmatch(study):
+    if not SAFE_NAME.fullmatch(study):
         raise TuningError(f"study name {study!r} becomes a file name: use letters, digits and . _ @ + - "
                           "(or pass --out-dir)")
-
-
-def _legacy_storage(study: str) -> str | None:
-    """The per-study sqlite file of versions before one shared storage, if this study has one."""
-    path = studies_dir() / f"{study}.db"
-    return f"sqlite:///{path.resolve()}" if STUDY_NAME.fullmatch(study) and path.is_file() else None
 
 
 def _sqlite_path(url: str) -> Path | None:
     return Path(url[len("sqlite:///"):]) if url.startswith("sqlite:///") else None
 
 
-def _open_storage(url: str, adopt: str | None = None):
-    """An Optuna storage for ``url``; ``adopt``: a study to copy in from its legacy file if
-    the storage lacks it (done under the lock, so two workers do not both copy it)."""
+def _open_storage(url: str):
+    """An Optuna storage for ``url`` (an RDB URL with heartbeats; a sqlite file's schema is
+    created under a lock)."""
     import optuna
 
     if url.startswith(("sqlite", "postgresql", "mysql", "oracle", "mssql")):
@@ -98,13 +91,7 @@ def _open_storage(url: str, adopt: str | None = None):
             from recboard.datasets.files import file_lock
             db.parent.mkdir(parents=True, exist_ok=True)
             with file_lock(db.with_name(db.name + ".lock"), f"the study database {db}"):
-                storage = open_rdb()
-                legacy = _legacy_storage(adopt) if adopt else None
-                if legacy and adopt not in optuna.study.get_all_study_names(storage):
-                    optuna.copy_study(from_study_name=adopt, from_storage=legacy, to_storage=storage)
-                    print(f"recboard: study {adopt!r} copied from {_sqlite_path(legacy)} into {db}, "
-                          "where every study now lives", file=sys.stderr)
-                return storage
+                return open_rdb()
     return url
 
 
@@ -115,14 +102,12 @@ def _redact(url: str) -> str:
 def best_params(study_name: str, storage: str | None = None) -> dict:
     """Tuned parameters of the study's best complete trial (for ``bench run --from-study``).
     Keys fixed with ``--set`` while tuning are not included. Without ``storage``: the shared
-    storage, or the study's legacy per-study file if it was never resumed since."""
+    storage."""
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     url = storage or default_storage()
     if not storage:
-        shared = _sqlite_path(url).exists() and study_name in optuna.study.get_all_study_names(storage=url)
-        url = url if shared else (_legacy_storage(study_name) or url)
         if not _sqlite_path(url).exists():  # opening it would create an empty database
             raise TuningError(f"no study {study_name!r}: {_sqlite_path(url)} does not exist "
                               f"(pass --storage if the study lives elsewhere)")
@@ -154,10 +139,10 @@ def tune(model: str, dataset: str, trials: int, timeout=None, storage: str | Non
     import optuna
 
     from recboard.benchmarks import config as C
-    from recboard.benchmarks import runner
-    from recboard.benchmarks.trainer import NonFiniteLossError
-    from recboard.benchmarks.plots import plot_study
-    from recboard.benchmarks.tracking import NullTracker, Tracker, find_run_id, run_tags
+    from recboard.benchmarks.training import runner
+    from recboard.benchmarks.training.trainer import NonFiniteLossError
+    from recboard.benchmarks.experiments.plots import plot_study
+    from recboard.benchmarks.tracking.store import NullTracker, Tracker, find_run_id, run_tags
 
     if trials < 1:
         raise TuningError(f"--trials must be >= 1, got {trials}")
@@ -175,7 +160,7 @@ def tune(model: str, dataset: str, trials: int, timeout=None, storage: str | Non
     out_dir.mkdir(parents=True, exist_ok=True)
 
     study_obj = optuna.create_study(study_name=study_name, direction="maximize", load_if_exists=True,
-                                    storage=_open_storage(url, adopt=None if storage else study_name),
+                                    storage=_open_storage(url),
                                     pruner=pruner_obj)
     _check_resume(study_obj, model, dataset, metric, search, fixed)
     study_obj.sampler = make_sampler(sampler, seed, len(study_obj.trials))

@@ -1,6 +1,6 @@
 """Is one model really better? Paired tests on the same test users (or MIND impressions).
 
-Every tracked run saves each test example's metrics (``recboard.benchmarks.saved``), so two
+Every tracked run saves each test example's metrics (``recboard.benchmarks.tracking.saved``), so two
 runs on the same data and protocol can be compared example by example:
 
 * a paired t-test (``scipy.stats.ttest_rel``) on the per-example differences, with its 95%
@@ -56,6 +56,14 @@ def paired_test(a: np.ndarray, b: np.ndarray, seed: int = 0, n_boot: int = BOOTS
             "p_bootstrap": boot_p, "n_bootstrap": n_boot}
 
 
+def mean_and_std(values: list) -> tuple[float, float]:
+    """Mean and sample standard deviation (ddof 1; 0 for a single value): a seed group's mean ± std."""
+    mean = sum(values) / len(values)
+    if len(values) < 2:
+        return mean, 0.0
+    return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
+
+
 def bootstrap_p(boot: np.ndarray) -> float:
     """Two-sided percentile p-value: how often a resampled mean falls on the other side of 0,
     counted as (k + 1) / (B + 1) per side (Davison & Hinkley 1997, eq. 4.11): B resamples
@@ -89,8 +97,8 @@ def holm(pvalues: list) -> list:
 def run_examples(ref: str, store: str | None = None) -> tuple[dict, dict]:
     """(description, per-example metrics) of a run id or a seed group's parent run id; a
     group's examples are each example's mean over its seeds."""
-    from recboard.benchmarks.saved import load_examples
-    from recboard.benchmarks.tracking import get_run, search_runs, tag_filter
+    from recboard.benchmarks.tracking.saved import load_examples
+    from recboard.benchmarks.tracking.store import get_run, search_runs, tag_filter
 
     tags = get_run(ref, store).data.tags
     members = [ref]
@@ -125,7 +133,7 @@ def compare(ref_a: str, ref_b: str, metric: str | None = None, store: str | None
                                   f"({about_a[key]} vs {about_b[key]}); a paired test needs the same test examples")
     if not np.array_equal(ex_a["row"], ex_b["row"]):
         raise ComparisonError(f"runs {ref_a} and {ref_b} scored different test examples")
-    from recboard.benchmarks.config import IMPRESSION_METRICS, SEQUENCE_METRICS
+    from recboard.benchmarks.evaluation.protocols import IMPRESSION_METRICS, SEQUENCE_METRICS
     names = [m for m in (*SEQUENCE_METRICS, *IMPRESSION_METRICS) if m in ex_a]
     if metric is not None and metric not in names:
         raise ComparisonError(f"metric {metric!r} is not one of the runs' metrics: {', '.join(names)}")

@@ -19,7 +19,12 @@ import torch
 
 from recboard.benchmarks import distributed as D
 from recboard.benchmarks.config import ConfigError
-from recboard.benchmarks.evaluation import autocast
+from recboard.benchmarks.evaluation.evaluators import autocast
+
+
+def autocast_dtype(train, device) -> "torch.dtype | None":
+    """bf16 autocast on CUDA when ``amp`` is on; None (full precision) elsewhere."""
+    return torch.bfloat16 if (train.amp and device.type == "cuda") else None
 
 
 class NonFiniteLossError(RuntimeError):
@@ -124,7 +129,7 @@ class Trainer:
         self.model, self.optimizer, self.batches = model, optimizer, batches
         self.valid_evaluator, self.cfg, self.device = valid_evaluator, cfg, device
         self.tracker, self.checkpointer, self.on_epoch, self.progress = tracker, checkpointer, on_epoch, progress
-        self.amp_dtype = torch.bfloat16 if (cfg.train.amp and device.type == "cuda") else None
+        self.amp_dtype = autocast_dtype(cfg.train, device)
         self.compiled = cfg.train.compile != "off"
         self.compute_loss = training_loss(model, device, cfg.train.compile) if batches is not None else None
 

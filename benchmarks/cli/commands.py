@@ -6,7 +6,6 @@ one line. Heavy modules are imported inside the functions.
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -81,7 +80,7 @@ def cmd_prepare(args) -> int:
 
 def metrics_table(results: list) -> str:
     from tabulate import tabulate
-    from recboard.benchmarks.config import IMPRESSION_METRICS, SEQUENCE_METRICS
+    from recboard.benchmarks.evaluation.protocols import IMPRESSION_METRICS, SEQUENCE_METRICS
     order = IMPRESSION_METRICS if "AUC" in results[0].test_metrics else SEQUENCE_METRICS
     names = [m for m in order if m in results[0].test_metrics]
     rows = [[r.model, r.dataset, r.protocol, *[r.test_metrics.get(n, float("nan")) for n in names],
@@ -115,19 +114,19 @@ def replayed(args) -> tuple:
 
 def cmd_run(args) -> int:
     from recboard.benchmarks import config as C
-    from recboard.benchmarks.runner import run
+    from recboard.benchmarks.training.runner import run
 
     model, dataset, preset, base = replayed(args)
     tuned = {}
     if args.from_study:
-        from recboard.benchmarks.tuning import best_params
+        from recboard.benchmarks.experiments.tuning import best_params
         tuned = best_params(args.from_study, storage=args.storage)
     source = f"run {args.from_run}" if args.from_run else str(args.config)
     cfg = C.resolve(model, dataset, args.set, preset=preset,
                     layers=[(base, source), (tuned, f"study {args.from_study}")])
     seeds = None
     if args.seeds is not None:   # checked before anything is printed or trained
-        from recboard.benchmarks.seeds import parse_seeds
+        from recboard.benchmarks.experiments.seeds import parse_seeds
         seeds = parse_seeds(args.seeds)
     if not args.quiet:
         print(C.describe(cfg), file=sys.stderr)
@@ -151,7 +150,7 @@ def report(args, table: str, recorded: str | None, obj: dict) -> int:
     out = sys.stderr if json_path == "-" else sys.stdout
     print(table, file=out)
     if recorded:
-        from recboard.benchmarks.tracking import tracking_uri
+        from recboard.benchmarks.tracking.store import tracking_uri
         print(f"{recorded} in {tracking_uri()}", file=out)
     if json_path:
         write_json_atomic(json_path, obj)
@@ -160,7 +159,7 @@ def report(args, table: str, recorded: str | None, obj: dict) -> int:
 
 def run_seed_group(cfg, seeds: list, args) -> int:
     from recboard.benchmarks.distributed import is_main
-    from recboard.benchmarks.seeds import run_seeds
+    from recboard.benchmarks.experiments.seeds import run_seeds
 
     if args.checkpoint_dir or args.resume:
         raise ValueError("--seeds cannot be combined with --checkpoint-dir / --resume (one checkpoint per run)")
@@ -183,7 +182,7 @@ def group_table(group) -> str:
 
 
 def cmd_eval(args) -> int:
-    from recboard.benchmarks.saved import evaluate_saved
+    from recboard.benchmarks.experiments.rescore import evaluate_saved
 
     result = evaluate_saved(args.run, args.set, data_dir=args.data_dir, cache_dir=args.cache_dir,
                             tracking=not args.no_track)
@@ -193,7 +192,7 @@ def cmd_eval(args) -> int:
 
 
 def cmd_compare(args) -> int:
-    from recboard.benchmarks.significance import compare, format_comparison
+    from recboard.benchmarks.evaluation.significance import compare, format_comparison
 
     result = compare(args.a, args.b, metric=args.metric)
     return report(args, format_comparison(result), None, result)
@@ -216,7 +215,7 @@ def cmd_config(args) -> int:
 
 def cmd_tune(args) -> int:
     from recboard.benchmarks import config as C
-    from recboard.benchmarks.tuning import TuningError, tune
+    from recboard.benchmarks.experiments.tuning import TuningError, tune
 
     if args.final_seeds < 0:
         raise TuningError(f"--final-seeds must be >= 0, got {args.final_seeds}")
@@ -226,7 +225,7 @@ def cmd_tune(args) -> int:
                  pruner=args.pruner)
     if not args.final_seeds:
         return 0
-    from recboard.benchmarks.seeds import run_seeds
+    from recboard.benchmarks.experiments.seeds import run_seeds
     # the winner is re-run from scratch over fresh seeds: its tuning score was the best of many draws
     cfg = C.resolve(args.model, args.dataset, {**C.parse_sets(args.set), **study.best_trial.params})
     group = run_seeds(cfg, list(range(1, args.final_seeds + 1)), data_dir=args.data_dir, cache_dir=args.cache_dir,
@@ -238,13 +237,13 @@ def cmd_tune(args) -> int:
 
 def cmd_sweep(args) -> int:
     """Every point of a one-key sweep trained (or reused) as a seed group, then its figures
-    and table drawn from the MLflow store into --out (``recboard.benchmarks.sweep``,
+    and table drawn from the MLflow store into --out (``recboard.benchmarks.experiments.sweep``,
     ``recboard.leaderboard.figures``)."""
     from recboard.benchmarks import config as C
     from recboard.benchmarks.distributed import is_main
-    from recboard.benchmarks.seeds import parse_seeds
-    from recboard.benchmarks.sweep import plan, run_sweep
-    from recboard.benchmarks.tracking import tracking_uri
+    from recboard.benchmarks.experiments.seeds import parse_seeds
+    from recboard.benchmarks.experiments.sweep import plan, run_sweep
+    from recboard.benchmarks.tracking.store import tracking_uri
     from recboard.leaderboard import figures
 
     sweep = plan(args.model, args.dataset, args.param, args.set, preset=args.preset, seeds=parse_seeds(args.seeds),
@@ -301,8 +300,8 @@ def cmd_demo(args) -> int:
     import dataclasses
 
     from recboard.benchmarks import config as C
-    from recboard.benchmarks.runner import run
-    from recboard.benchmarks.tracking import tracking_uri
+    from recboard.benchmarks.training.runner import run
+    from recboard.benchmarks.tracking.store import tracking_uri
 
     results: dict = {}
     for dataset, model, sets in DEMO_MODELS:

@@ -46,10 +46,8 @@ def tracking_uri() -> str:
 
 
 def experiment_name(explicit: str | None = None) -> str:
-    """``explicit`` (``--experiment``), else MLflow's own ``MLFLOW_EXPERIMENT_NAME``, else
-    ``RECBOARD_EXPERIMENT`` (read before MLflow's variable was), else "recboard"."""
-    return (explicit or os.environ.get("MLFLOW_EXPERIMENT_NAME") or os.environ.get("RECBOARD_EXPERIMENT")
-            or EXPERIMENT)
+    """``explicit`` (``--experiment``), else MLflow's own ``MLFLOW_EXPERIMENT_NAME``, else "recboard"."""
+    return explicit or os.environ.get("MLFLOW_EXPERIMENT_NAME") or EXPERIMENT
 
 
 def system_metrics() -> bool | None:

@@ -1,7 +1,7 @@
 """Which popularity did the BERT4Rec paper's POP rank by? The measurement behind the
 Beauty sampled-pop100 sentence in ``leaderboard/references.toml`` (``[[gaps]]``).
 
-    python -m recboard.benchmarks.pop_counts --dataset beauty --data-dir ../shared/data/beauty
+    python -m recboard.benchmarks.experiments.pop_counts --dataset beauty --data-dir ../shared/data/beauty
 
 ``pop`` ranks by training counts (the last two items of every user held out). The original
 code counts the popularity its evaluation negatives are drawn from over the whole file, test
@@ -21,7 +21,7 @@ def measure(dataset: str, protocol: str = "sampled-pop100", seed: int = 42, data
     import torch
 
     from recboard.benchmarks.config import resolve
-    from recboard.benchmarks.tasks import route_for
+    from recboard.benchmarks.training.routes import route_for
     from recboard.datasets.registry import load_dataset
     from recboard.models.pop import PopularityConfig, PopularityModel
 
@@ -37,7 +37,7 @@ def measure(dataset: str, protocol: str = "sampled-pop100", seed: int = 42, data
 
 
 def main(argv=None) -> dict:
-    parser = argparse.ArgumentParser(prog="python -m recboard.benchmarks.pop_counts", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m recboard.benchmarks.experiments.pop_counts", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", default="beauty")
     parser.add_argument("--protocol", default="sampled-pop100")
@@ -47,7 +47,7 @@ def main(argv=None) -> dict:
     args = parser.parse_args(argv)
     from tabulate import tabulate
 
-    from recboard.benchmarks.config import SEQUENCE_METRICS
+    from recboard.benchmarks.evaluation.protocols import SEQUENCE_METRICS
 
     results = measure(args.dataset, args.protocol, args.seed, data_dir=args.data_dir, cache_dir=args.cache_dir)
     names = [n for n in SEQUENCE_METRICS if n in results["training counts"]]

@@ -1,24 +1,25 @@
 #!/usr/bin/env bash
-# One lent-GPU call for a batch plan (benchmarks/batch.py), prepared here and run there.
+# One lent-GPU call for a batch plan (benchmarks/gpu/batch.py), prepared here and run there.
 #
-#   benchmarks/gpu_session.sh prepare ml-1m beauty     # here: prepared caches + wheels into .gpu/ (git-ignored)
-#   benchmarks/gpu_session.sh run issue12-table2 480   # there (the device's command, carry [".gpu"]): plan, budget s
+#   STAGE_WHEELS=path/to/stage-wheels benchmarks/gpu/session.sh prepare ml-1m beauty
+#                                        # here: prepared caches + wheels into .gpu/ (git-ignored)
+#   benchmarks/gpu/session.sh run paper-table2 480   # there (the device's command, carry [".gpu"]): plan, budget s
 #
 # "prepare" copies each dataset's prepared arrays (not its sampled negatives: the GPU machine
 # draws those itself, they are tens of MB) from the cache to .gpu/cache and stages the wheels
-# the GPU image lacks (mlflow-skinny, optuna) in .gpu/.whl. A dataset's cache is found through
+# the GPU image lacks (mlflow-skinny, optuna) in .gpu/.whl with $STAGE_WHEELS, the lending
+# workplace's script that knows what its image has (it writes ./.whl). A dataset's cache is found through
 # $RECBOARD_CACHE (or ~/.cache/recboard); one not prepared yet needs its data env var. "run" installs them, runs the plan
 # from the repository without installing it, and copies the archives and the merged
 # leaderboard to $OUT. Unpack the archives at /tmp/recboard-batch here: MLflow recorded the
 # runs' artifact paths there.
 set -euo pipefail
-mode=${1:?usage: gpu_session.sh prepare DATASET... | run PLAN [BUDGET_S]}
+mode=${1:?usage: session.sh prepare DATASET... | run PLAN [BUDGET_S]}
 shift
 case "$mode" in
 prepare)
   cache=${RECBOARD_CACHE:-$HOME/.cache/recboard}
   mkdir -p .gpu/cache
-  grep -qx '/.gpu/' .git/info/exclude 2>/dev/null || echo '/.gpu/' >> .git/info/exclude
   for dataset in "$@"; do
     bench prepare --dataset "$dataset" > /dev/null    # builds the cache if it is missing
     for folder in "$cache/$dataset"-*/; do
@@ -27,19 +28,20 @@ prepare)
     done
   done
   # into .gpu/.whl; pip's warnings about the local indexes it skips are noise
-  (cd .gpu && ../../shared/device/stage-wheels > stage-wheels.log 2>&1) || { cat .gpu/stage-wheels.log; exit 1; }
+  stage=${STAGE_WHEELS:?set STAGE_WHEELS to the stage-wheels script of the workplace lending the GPU}
+  (cd .gpu && "$stage" > stage-wheels.log 2>&1) || { cat .gpu/stage-wheels.log; exit 1; }
   du -sh .gpu/cache .gpu/.whl
   ;;
 run)
-  plan=${1:?a plan of benchmarks/batch.py}; budget=${2:-480}
+  plan=${1:?a plan of benchmarks/gpu/batch.py}; budget=${2:-480}
   python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .gpu/.whl/*.whl
   mkdir -p /tmp/pkg && ln -sfn "$PWD" /tmp/pkg/recboard
   export PYTHONPATH=/tmp/pkg:/tmp/site RECBOARD_CACHE=$PWD/.gpu/cache PYTHONUNBUFFERED=1
-  python3 -m recboard.benchmarks.batch "$plan" --out /tmp/recboard-batch --budget "$budget" \
+  python3 -m recboard.benchmarks.gpu.batch "$plan" --out /tmp/recboard-batch --budget "$budget" \
     | tee "${OUT:-/tmp}/batch.log" || true
   cp /tmp/recboard-batch/batch.tar.gz /tmp/recboard-batch/examples.tar.gz /tmp/recboard-batch/LEADERBOARD.md \
      "${OUT:-/tmp}/" 2>/dev/null || true
   ;;
 *)
-  echo "gpu_session.sh: unknown mode $mode (prepare | run)" >&2; exit 2 ;;
+  echo "session.sh: unknown mode $mode (prepare | run)" >&2; exit 2 ;;
 esac

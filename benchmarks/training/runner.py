@@ -3,11 +3,11 @@ record in MLflow. It is what ``bench run`` calls, and ``bench tune`` once per tr
 
 The pieces, in the order a run uses them:
 
-1. the dataset (prepared cache) and its route (``recboard.benchmarks.tasks.route_for``):
+1. the dataset (prepared cache) and its route (``recboard.benchmarks.training.routes.route_for``):
    which catalog the model is built from, its training batches and its evaluators;
 2. the model, ``Model(config, route.catalog())``, and AdamW;
-3. an MLflow run (``recboard.benchmarks.tracking``) that ends FINISHED, FAILED or KILLED;
-4. the trainer (``recboard.benchmarks.trainer``) over a ``TrainState`` that checkpoints
+3. an MLflow run (``recboard.benchmarks.tracking.store``) that ends FINISHED, FAILED or KILLED;
+4. the trainer (``recboard.benchmarks.training.trainer``) over a ``TrainState`` that checkpoints
    save and restore whole;
 5. the best epoch's weights scored on the test split, and one ``RunResult``.
 """
@@ -25,8 +25,8 @@ import torch
 
 from recboard.benchmarks import distributed as D
 from recboard.benchmarks.config import RunConfig
-from recboard.benchmarks.tasks import route_for
-from recboard.benchmarks.trainer import Trainer, TrainState
+from recboard.benchmarks.training.routes import route_for
+from recboard.benchmarks.training.trainer import Trainer, TrainState
 
 
 @dataclass
@@ -128,7 +128,7 @@ def ending_status(tracker):
 
 def start_tracker(cfg: RunConfig, opts: RunOptions, data, model, device, resume_run_id: str | None):
     """The MLflow run (a no-op tracker when not tracking, or on torchrun ranks other than 0)."""
-    from recboard.benchmarks import tracking as T
+    from recboard.benchmarks.tracking import store as T
     from recboard.datasets.registry import dataset_spec
 
     if not (opts.tracking and D.is_main()):
@@ -165,9 +165,9 @@ def log_run_inputs(tracker, cfg: RunConfig, data, n_params: int) -> None:
 
 def test_and_save(route, cfg: RunConfig, data, model, device, amp_dtype, tracker) -> dict:
     """Test metrics of the model as it is (the best epoch's weights); a tracked run also
-    saves the weights and every test example's metrics (``recboard.benchmarks.saved``).
+    saves the weights and every test example's metrics (``recboard.benchmarks.tracking.saved``).
     Under torchrun each rank holds only its share of the examples, so none are saved."""
-    from recboard.benchmarks.saved import log_saved_run
+    from recboard.benchmarks.tracking.saved import log_saved_run
 
     keep = tracker.run_id is not None and D.world_size() == 1
     evaluator = route.evaluator("test", cfg, device)
@@ -183,7 +183,7 @@ def run(cfg: RunConfig, data=None, *, data_dir=None, cache_dir=None, **options) 
     return its validation and test metrics. ``options`` are ``RunOptions`` fields. If
     ``on_epoch`` raises, the MLflow run ends KILLED (pruned / interrupted) or FAILED and the
     exception propagates."""
-    from recboard.benchmarks.checkpoint import Checkpointer
+    from recboard.benchmarks.training.checkpoint import Checkpointer
     from recboard.datasets.registry import load_dataset
     from recboard.models.registry import model_class
 

@@ -6,7 +6,7 @@ Sequence protocols rank one target per user:
   * ``sampled-uni100`` / ``sampled-pop100``: the target plus 100 negatives drawn once per
     user (uniformly / in proportion to each item's interactions over the whole dataset, as
     the BERT4Rec paper's code does) with a fixed seed, excluding items the user interacted
-    with, and cached (``recboard.benchmarks.evaluation.cached_negatives``). Krichene & Rendle
+    with, and cached (``recboard.benchmarks.evaluation.negatives.cached_negatives``). Krichene & Rendle
     (KDD'20) show sampled metrics can reorder models, so the protocol is always part of a
     result's key.
 

@@ -1,0 +1,5 @@
+import sys
+
+from recboard.benchmarks.cli.main import main
+
+sys.exit(main())
