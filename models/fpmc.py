@@ -8,7 +8,8 @@ term cancels in the ranking loss and is left out, as in the paper). Trained with
 for every consecutive pair (l, i) in the user's training window, ``num_negatives`` items j
 drawn uniformly from the known items the window does not hold, loss -ln sigma(x_uli - x_ulj)
 plus the paper's L2 on the factors the example touches (``l2_reg``). A window's first item
-has no previous item in the window and is not a target. Adam(W) from the harness replaces
+has no previous item in the window and is not a target (the presets' windows of two items,
+one per start, give every pair of the training part). Adam(W) from the harness replaces
 the paper's SGD.
 
 Validation and test, the same for every baseline here: the model trains on each user's
@@ -51,15 +52,18 @@ class FPMCConfig:
 
 
 PRESETS = {
-    # BERT4Rec §4.3: d and L2 tuned on validation (d in {16..256}, L2 in {1, ..., 0.0001}); the
-    # window length only batches the (previous, next) pairs: 50 gives ~3k pairs a step at batch 64
-    "*": {"hidden_size": 64, "l2_reg": 1e-4, "lr": 1e-3, "batch_size": 64, "max_len": 50,
-          "weight_decay": 0.0, "epochs": 100, "patience": 10},
+    # BERT4Rec §4.3: d and L2 tuned on validation (d in {16..256}, L2 in {1, 0.1, ..., 0.0001}).
+    # Windows of 2 items, one start per item (window_step 1): every (previous, next) pair of
+    # the training part once an epoch, each its own example as in LearnSBPR-FPMC, 2048 a step.
+    "*": {"hidden_size": 64, "l2_reg": 1e-4, "lr": 5e-3, "batch_size": 2048, "max_len": 2, "window_step": 1,
+          "weight_decay": 0.0, "epochs": 20, "patience": 3},
+    # measured (2-core CPU): 9 epochs, ~4 min, sampled-pop100 test HR@10 .540, NDCG@10 .340
+    # (paper: .5946 / .3439)
     "ml-1m": {"hidden_size": 64},
     "beauty": {"hidden_size": 64, "l2_reg": 1e-3},
-    "mind": {"hidden_size": 64, "batch_size": 256, "epochs": 20, "patience": 3},
-    "synthetic_seq": {"hidden_size": 32, "lr": 1e-2, "batch_size": 32, "max_len": 20, "epochs": 20,
-                      "patience": 0},
+    "mind": {"hidden_size": 64, "epochs": 10},
+    "synthetic_seq": {"hidden_size": 32, "lr": 1e-2, "batch_size": 32, "max_len": 20, "window_step": 0,
+                      "epochs": 20, "patience": 0},
 }
 
 SEARCH_SPACE = {
