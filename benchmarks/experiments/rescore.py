@@ -43,11 +43,15 @@ def evaluate_saved(run_id: str, sets=None, *, data=None, data_dir=None, cache_di
 
 
 def _source_summary(run_id: str, store: str | None) -> dict:
-    """The source run's selection metrics and training time, carried over to the eval run."""
-    metrics = T.get_run(run_id, store).data.metrics
+    """The source run's selection metrics, training time and whether it was still improving,
+    carried over to the eval run."""
+    data = T.get_run(run_id, store).data
+    metrics = data.metrics
     valid = {T.metric_label(k[len("best_valid/"):]): v for k, v in metrics.items() if k.startswith("best_valid/")}
     return {"valid": valid, "best_epoch": int(metrics.get("best_epoch", 0)),
-            "train_time_s": float(metrics.get("train_time_s", 0.0))}
+            "train_time_s": float(metrics.get("train_time_s", 0.0)),
+            # absent on runs recorded before the tag existed: not known, so not marked
+            "still_improving": data.tags.get(T.STILL_IMPROVING_TAG) == "true"}
 
 
 def _record_eval(run_id, source, cfg, data, model, test, examples, device, wall_time_s, tracking):
@@ -61,6 +65,7 @@ def _record_eval(run_id, source, cfg, data, model, test, examples, device, wall_
                           metric=cfg.train.metric, device=runner.device_name(device), source_run=run_id,
                           fingerprint=data.stats.get("fingerprint", "in-memory"), **runner.data_tags(data))
         tags.update(runner.variant_tag(model))
+        tags[T.STILL_IMPROVING_TAG] = str(source["still_improving"]).lower()
         tracker = T.Tracker(f"eval {cfg.model_name}@{cfg.dataset_name} ({cfg.train.protocol})", tags,
                             {**cfg.flat(), "model.n_params": n_params})
     with runner.ending_status(tracker):
@@ -73,4 +78,4 @@ def _record_eval(run_id, source, cfg, data, model, test, examples, device, wall_
     return runner.RunResult(cfg.model_name, cfg.dataset_name, cfg.train.protocol, source["valid"], test,
                             source["best_epoch"], [], wall_time_s, source["train_time_s"],
                             runner.device_name(device), n_params, tracker.run_id, cfg.flat(),
-                            {k: v for k, v in data.stats.items() if k != "cache_path"})
+                            {k: v for k, v in data.stats.items() if k != "cache_path"}, source["still_improving"])

@@ -14,6 +14,7 @@ import contextlib
 import dataclasses
 from dataclasses import dataclass
 from recboard.benchmarks.evaluation.significance import mean_and_std
+from recboard.benchmarks.tracking.store import STILL_IMPROVING_TAG
 from recboard.errors import UsageError
 
 
@@ -50,8 +51,10 @@ class GroupResult:
     metrics: dict          # test metrics, mean over seeds
     metrics_std: dict
     valid_metrics: dict    # best validation metrics, mean over seeds
-    runs: list             # [{"seed", "run_id", "metrics", "valid_metrics", "best_epoch", "train_time_s"}]
+    runs: list             # [{"seed", "run_id", "metrics", "valid_metrics", "best_epoch", "train_time_s",
+                           #   "still_improving"}]
     group_run_id: str | None
+    still_improving: bool = False   # any seed's training ended while still improving
 
     def to_json(self) -> dict:
         return dataclasses.asdict(self)
@@ -83,6 +86,7 @@ def run_seeds(cfg, seeds: list, *, data=None, data_dir=None, cache_dir=None, tra
                                 **{f"test_std/{k}": v for k, v in group.metrics_std.items()},
                                 **{f"best_valid/{k}": v for k, v in group.valid_metrics.items()},
                                 "n_seeds": len(seeds)})
+            parent.set_tags({STILL_IMPROVING_TAG: str(group.still_improving).lower()})
     return group
 
 
@@ -109,6 +113,7 @@ def _group_result(cfg, seeds, results, group_run_id) -> GroupResult:
     metrics, metrics_std = summarize(results, "test_metrics")
     valid, _ = summarize(results, "valid_metrics")
     runs = [{"seed": seed, "run_id": r.mlflow_run_id, "metrics": r.test_metrics, "valid_metrics": r.valid_metrics,
-             "best_epoch": r.best_epoch, "train_time_s": r.train_time_s} for seed, r in zip(seeds, results)]
+             "best_epoch": r.best_epoch, "train_time_s": r.train_time_s, "still_improving": r.still_improving}
+            for seed, r in zip(seeds, results)]
     return GroupResult(cfg.model_name, cfg.dataset_name, cfg.train.protocol, list(seeds), metrics, metrics_std,
-                       valid, runs, group_run_id)
+                       valid, runs, group_run_id, any(r.still_improving for r in results))

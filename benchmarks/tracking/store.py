@@ -16,6 +16,9 @@ identity, its profile the statistics (``log_dataset``); metrics ``train/loss`` a
 ``valid/<M>`` per epoch (step = epoch), ``best_valid/<M>``, ``test/<M>`` (with '@' written
 '_at_', e.g. ``test/NDCG_at_10``: MLflow forbids '@'), ``wall_time_s``, ``train_time_s``,
 ``best_epoch``, and MLflow's ``system/*`` when psutil is installed; artifact ``config.json``.
+Every trained run, and a seed group's parent, is tagged ``recboard.still_improving`` "true"
+or "false" (``STILL_IMPROVING_TAG``; the rule is ``training.trainer.still_improving``; a
+parent is "true" when any of its seeds was; an eval run carries its source run's tag).
 Statistics are params, not metrics: they describe the inputs, they are not measured.
 
 Every MLflow call of recboard goes through this module (runs: ``Tracker``; queries:
@@ -32,6 +35,8 @@ import subprocess
 from pathlib import Path
 
 EXPERIMENT = "recboard"
+# "true" on a run whose training ended while its validation metric was still rising
+STILL_IMPROVING_TAG = "recboard.still_improving"
 
 
 def recboard_home() -> Path:

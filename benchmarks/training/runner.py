@@ -25,8 +25,9 @@ import torch
 
 from recboard.benchmarks import distributed as D
 from recboard.benchmarks.config import RunConfig
+from recboard.benchmarks.tracking.store import STILL_IMPROVING_TAG
 from recboard.benchmarks.training.routes import route_for
-from recboard.benchmarks.training.trainer import Trainer, TrainState
+from recboard.benchmarks.training.trainer import Trainer, TrainState, improving_window, still_improving
 
 
 @dataclass
@@ -59,6 +60,7 @@ class RunResult:
     mlflow_run_id: str | None
     config: dict
     stats: dict
+    still_improving: bool = False   # training ended while the validation metric was still rising
 
     def to_json(self) -> dict:
         return {"model": self.model, "dataset": self.dataset, "protocol": self.protocol,
@@ -66,7 +68,8 @@ class RunResult:
                 "best_epoch": self.best_epoch, "mlflow_run_id": self.mlflow_run_id,
                 "device": self.device, "wall_time_s": round(self.wall_time_s, 3),
                 "train_time_s": round(self.train_time_s, 3), "n_params": self.n_params,
-                "history": self.history, "config": self.config, "dataset_stats": self.stats}
+                "still_improving": self.still_improving, "history": self.history, "config": self.config,
+                "dataset_stats": self.stats}
 
 
 _said_cpu = False
@@ -163,6 +166,22 @@ def log_run_inputs(tracker, cfg: RunConfig, data, n_params: int) -> None:
     tracker.log_params({"model.n_params": n_params})
 
 
+def flag_still_improving(cfg: RunConfig, state: TrainState, tracker) -> bool:
+    """Tag the run ``recboard.still_improving`` ("true" / "false") and, when it was still
+    improving, say so on stderr: an under-trained number must never pass for the model's
+    quality (the leaderboard marks such rows)."""
+    improving = still_improving(state, cfg.train)
+    tracker.set_tags({STILL_IMPROVING_TAG: str(improving).lower()})
+    if improving and D.is_main():
+        t = cfg.train
+        limit = "epochs" if state.epoch >= t.epochs else "max_train_minutes"
+        print(f"recboard: {cfg.model_name} on {cfg.dataset_name} was still improving when training stopped "
+              f"(best epoch {state.best_epoch} of {state.epoch}, within the last {improving_window(t)}; "
+              f"{limit}={getattr(t, limit)} ended it): its metrics understate the model; raise {limit}",
+              file=sys.stderr)
+    return improving
+
+
 def test_and_save(route, cfg: RunConfig, data, model, device, amp_dtype, tracker) -> dict:
     """Test metrics of the model as it is (the best epoch's weights); a tracked run also
     saves the weights and every test example's metrics (``recboard.benchmarks.tracking.saved``).
@@ -212,6 +231,7 @@ def run(cfg: RunConfig, data=None, *, data_dir=None, cache_dir=None, **options) 
                           checkpointer=checkpointer, on_epoch=opts.on_epoch, progress=opts.progress)
         state = trainer.fit(state)
         valid = trainer.best_validation(state)
+        improving = flag_still_improving(cfg, state, tracker)
         tracker.log_metrics({**{f"best_valid/{k}": v for k, v in valid.items()}, "best_epoch": state.best_epoch})
         amp_dtype = trainer.amp_dtype
         del trainer  # frees the validation inputs before the test split's are built
@@ -220,4 +240,5 @@ def run(cfg: RunConfig, data=None, *, data_dir=None, cache_dir=None, **options) 
         tracker.log_metrics({"wall_time_s": wall_time_s, "train_time_s": state.train_time_s})
     return RunResult(cfg.model_name, cfg.dataset_name, cfg.train.protocol, valid, test, state.best_epoch,
                      state.history, wall_time_s, state.train_time_s, device_name(device), n_params,
-                     tracker.run_id, cfg.flat(), {k: v for k, v in data.stats.items() if k != "cache_path"})
+                     tracker.run_id, cfg.flat(), {k: v for k, v in data.stats.items() if k != "cache_path"},
+                     improving)

@@ -120,6 +120,26 @@ def lr_factor(train, step: int, total_steps: int) -> float:
     return 1.0
 
 
+def improving_window(train) -> int:
+    """A run whose best epoch is among its last ``improving_window`` epochs counts as still
+    improving: half its patience (early stopping would have waited twice as long before
+    calling the curve flat), and at least 2 so a run without early stopping (patience 0) is
+    judged too."""
+    return max(2, train.patience // 2)
+
+
+def still_improving(state: TrainState, train) -> bool:
+    """Whether training ended while the model was still getting better, so its numbers
+    understate it: early stopping did not end the run (it ran out of epochs or of
+    ``max_train_minutes``) and its best epoch is among the last ``improving_window`` epochs.
+    A run that trained nothing (``epochs=0``, a counted model) is not."""
+    if state.epoch == 0:
+        return False
+    if train.patience and state.epochs_since_best >= train.patience:
+        return False   # early stopping ended it: the validation metric had levelled off
+    return state.epoch - state.best_epoch < improving_window(train)
+
+
 class Trainer:
     """Runs ``fit(state)`` for one model. ``batches`` is None when there is nothing to train
     (no trainable parameters or ``epochs=0``); then the model is only validated once."""
