@@ -54,6 +54,10 @@ DATASETS: dict[str, DatasetSpec] = {
     "synthetic_mind_cold": DatasetSpec("recboard.datasets.synthetic", "impression",
                                        "synthetic_mind whose valid/test candidates are news never seen in training "
                                        "(cold start)", family="synthetic_mind"),
+    "mind_titles_cold": DatasetSpec("recboard.datasets.mind_titles", "impression",
+                                    "simulated readers of real MIND titles who prefer one or two categories; "
+                                    "valid/test candidates never seen in training (cold start)",
+                                    "RECBOARD_MIND_DIR"),
 }
 
 

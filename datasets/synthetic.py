@@ -8,7 +8,8 @@
   see the clusters too. No item repeats within a user (like one rating per movie).
 * ``synthetic_mind`` (``generate_news``): news titles drawn from ten topic vocabularies plus
   common words, users who prefer one or two topics, histories and clicks mostly on those
-  topics. A title-based model should reach AUC >= 0.8; random scores give 0.5.
+  topics (the readers are ``recboard.datasets.simulated_news``'s). A title-based model should
+  reach AUC >= 0.8; random scores give 0.5.
 * ``synthetic_mind_cold`` (``generate_news(cold_start=True)``): the same generator, with the
   news split into three disjoint pools (60/20/20%): train impressions and every history
   field draw from the first, validation candidates from the second, test candidates from
@@ -21,10 +22,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from recboard.datasets.batches import Impressions, NewsData, SequenceData, to_ragged
+from recboard.datasets.batches import NewsData, SequenceData, to_ragged
+from recboard.datasets.simulated_news import NewsTable, simulate_readers
 
 PREPROCESS_VERSION = 1
-P_CLICK_LIKED, P_CLICK_OTHER = 0.8, 0.02   # synthetic_mind click probabilities
 
 TOPICS = {
     "sports": "match coach league striker goal season playoff stadium team championship quarterback "
@@ -149,7 +150,7 @@ def generate_sequences(n_users: int = 600, n_items: int = 300, min_len: int = 12
 
 def generate_news(n_news: int = 1500, n_users: int = 400, n_train: int = 3000, n_test: int = 800,
                   seed: int = 0, name: str = "synthetic_mind", cold_start: bool = False) -> NewsData:
-    from recboard.datasets.mind import VALID_FRACTION, in_time_order, time_split
+    """Generated titles of ten topics, read by simulated users (``simulated_news``)."""
     rng = np.random.default_rng(seed)
     topics = list(TOPICS)
     vocab = [TOPICS[t].split() for t in topics]
@@ -163,73 +164,11 @@ def generate_news(n_news: int = 1500, n_users: int = 400, n_train: int = 3000, n
         words += list(rng.choice(COMMON_WORDS, size=length - n_topic))
         titles.append(_title([str(w) for w in rng.permutation(words)]))
         categories.append(topics[topic_of[idx]])
-    by_topic = [np.flatnonzero(topic_of == t) for t in range(len(topics))]
-    all_news = np.arange(2, n_news + 2)
-    # (train + histories, valid, test) news; cold start: three disjoint pools, else all news each
-    pools = ([all_news] * 3 if not cold_start
-             else np.split(rng.permutation(all_news), [int(0.6 * n_news), int(0.8 * n_news)]))
-
-    liked = [rng.choice(len(topics), size=int(rng.integers(1, 3)), replace=False) for _ in range(n_users)]
-    liked_pool = [np.concatenate([by_topic[t] for t in tl]) for tl in liked]
-
-    def liked_in(pool: np.ndarray) -> list:
-        """Each user's liked news, restricted to ``pool``."""
-        return liked_pool if pool is all_news else [np.sort(p[np.isin(p, pool)]) for p in liked_pool]
-
-    history_news, history_liked = pools[0], liked_in(pools[0])
-    histories = []
-    for u in range(n_users):
-        size = int(rng.integers(5, 31))
-        n_liked = int(rng.binomial(size, 0.9))
-        picks = np.concatenate([rng.choice(history_liked[u], size=n_liked),
-                                rng.choice(history_news, size=size - n_liked)])
-        histories.append(rng.permutation(picks))
-
-    def impressions(count: int, start_time: int, news: np.ndarray) -> Impressions:
-        users = rng.integers(0, n_users, size=count)
-        times = start_time + np.cumsum(rng.integers(1, 120, size=count))
-        news_liked = liked_in(news)
-        cands, labels = [], []
-        for u in users:
-            size = int(rng.integers(5, 21))
-            n_liked = int(rng.binomial(size, 0.25))
-            c = rng.permutation(np.concatenate([rng.choice(news_liked[u], size=n_liked),
-                                                rng.choice(news, size=size - n_liked)]))
-            is_liked = np.isin(topic_of[c], liked[u])
-            # clicks follow taste closely, so the best possible AUC is ~0.93, well above 0.8
-            lab = (rng.random(size) < np.where(is_liked, P_CLICK_LIKED, P_CLICK_OTHER)).astype(np.int8)
-            if lab.sum() == 0:                         # every impression has a click, as in MIND
-                if not is_liked.any():
-                    c[0] = rng.choice(news_liked[u])
-                    is_liked[0] = True
-                lab[int(np.flatnonzero(is_liked)[0])] = 1
-            cands.append(c)
-            labels.append(lab)
-        h_off, h = to_ragged([histories[u] for u in users])
-        c_off, c = to_ragged(cands)
-        _, lab = to_ragged(labels)
-        return Impressions(users.astype(np.int32), times.astype(np.int64), h_off, h, c_off, c, lab.astype(np.int8))
-
-    t0 = 1_573_430_400                                  # 2019-11-11, MIND's week
-    if cold_start:   # the time-last valid slice gets news of its own, so it is cut before drawing
-        n_valid = int(round(VALID_FRACTION * n_train))
-        train = in_time_order(impressions(n_train - n_valid, t0, pools[0]))
-        valid = in_time_order(impressions(n_valid, int(train.time.max()), pools[1]))
-    else:
-        train, valid = time_split(impressions(n_train, t0, all_news))
-    test = in_time_order(impressions(n_test, t0 + 7 * 86_400, pools[2]))
-    blocks = (train, valid, test)
-    n_imp = sum(len(b) for b in blocks)
-    stats = {"users": n_users, "news": n_news, "train_impressions": len(train),
-             "valid_impressions": len(valid), "test_impressions": len(test),
-             "mean_history_len": round(sum(len(b.hist) for b in blocks) / n_imp, 3),
-             "mean_candidates": round(sum(len(b.cand) for b in blocks) / n_imp, 3),
-             "missing_news_ids": 0, "missing_news_refs": 0, "topics": len(topics), "seed": seed}
-    if cold_start:
-        trained_on = np.concatenate([train.hist, train.cand, test.hist, valid.hist])
-        stats["test_candidates_unseen_in_training"] = float(np.isin(test.cand, trained_on, invert=True).mean())
-    news_ids = ["<pad>", "<unknown>", *[f"N{i}" for i in range(1, n_news + 1)]]
-    return NewsData(name, news_ids, titles, categories, train, valid, test, n_users, stats=stats)
+    table = NewsTable(["<pad>", "<unknown>", *[f"N{i}" for i in range(1, n_news + 1)]], titles, categories,
+                      topic_of.astype(np.int64))
+    # ten topics of equal expected size: news are drawn uniformly (the data as first generated)
+    return simulate_readers(name, table, rng, n_users=n_users, n_train=n_train, n_test=n_test,
+                            cold_start=cold_start, balanced=False, extra_stats={"topics": len(topics), "seed": seed})
 
 
 def source_files(name: str, data_dir) -> list:
