@@ -89,7 +89,8 @@ def field_types(obj_or_cls) -> dict:
 
 def coerce(key: str, value: Any, typ) -> Any:
     """Convert ``value`` (a string from the command line, or a Python value) to ``typ``."""
-    if typing.get_origin(typ) is typing.Union:
+    # Optional[float] and PEP 604's ``float | None`` (what the model configs write) are two types
+    if typing.get_origin(typ) in (typing.Union, types.UnionType):
         if value is None or (isinstance(value, str) and value.lower() in ("none", "null")):
             return None
         typ = next(a for a in typing.get_args(typ) if a is not type(None))

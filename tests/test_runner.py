@@ -50,6 +50,15 @@ def test_config_layers_and_errors():
     assert C.resolve("pop", "synthetic_mind").train.metric == "AUC"
 
 
+def test_an_optional_key_takes_a_number_or_none_from_the_command_line():
+    """``attention_dropout: float | None``: "0.2" is a float, "none" is None (a string
+    reached the model's range check and crashed it)."""
+    assert C.resolve("bert4rec", "synthetic_seq", ["attention_dropout=0.2"]).model.attention_dropout == 0.2
+    assert C.resolve("bert4rec", "synthetic_seq", ["attention_dropout=none"]).model.attention_dropout is None
+    with pytest.raises(C.ConfigError, match="'attention_dropout' expects float"):
+        C.resolve("bert4rec", "synthetic_seq", ["attention_dropout=high"])
+
+
 def test_unknown_names_list_valid_ones_with_a_hint():
     with pytest.raises(ValueError, match=r"unknown model 'bert4recc' \(did you mean 'bert4rec'\?\).*sasrec"):
         C.resolve("bert4recc", "ml-1m")
