@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import re
 import difflib
+import types
 import typing
 from dataclasses import dataclass, field
 from typing import Any
