@@ -76,18 +76,21 @@ def run(model: str, dataset: str, *, preset: str = "default", data=None, data_di
                           progress=progress)
 
 
-def _leaderboard(fmt: str = "markdown", *, tracking_uri=None, datasets=None, references=None, **options):
-    """The leaderboard of the runs in the MLflow store (``tracking_uri``: one or a list;
-    default as ``bench run``): the text of ``bench leaderboard`` (``fmt`` "markdown", "csv"
-    or "json"), or with ``fmt="dataframe"`` the best run per table and model as a pandas
-    DataFrame. ``datasets`` keeps only those; ``options`` go to
+def _leaderboard(fmt: str = "markdown", *, tracking_uri=None, datasets=None, references=None,
+                 records="committed", **options):
+    """The leaderboard of the committed records (``records``: a folder, None for none; default
+    ``leaderboard/records/``) and the runs in the MLflow store (``tracking_uri``: one or a
+    list; default as ``bench run``): the text of ``bench leaderboard`` (``fmt`` "markdown",
+    "csv" or "json"), or with ``fmt="dataframe"`` the best run per table and model as a
+    pandas DataFrame. ``datasets`` keeps only those; ``options`` go to
     ``recboard.leaderboard.render.build`` (``models``, ``commit``, ``date``)."""
     from recboard.leaderboard import render
 
     if fmt == "dataframe":
-        frame = render.collect(tracking_uri)
+        frame = render.collect(tracking_uri, records=records)
         return frame[frame["dataset"].isin(list(datasets))].reset_index(drop=True) if datasets else frame
-    return render.build(fmt=fmt, tracking_uri=tracking_uri, references=references, datasets=datasets, **options)
+    return render.build(fmt=fmt, tracking_uri=tracking_uri, references=references, datasets=datasets,
+                        records=records, **options)
 
 
 class _CallableModule(types.ModuleType):

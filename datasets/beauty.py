@@ -25,7 +25,7 @@ URL = "http://snap.stanford.edu/data/amazon/productGraph/categoryFiles/ratings_B
 BERT4REC_URL = "https://github.com/FeiSun/BERT4Rec/raw/master/data/beauty.txt"
 CSV_NAME = "ratings_Beauty.csv"
 # SNAP publishes no checksum for this file and we know of no trustworthy one: the download is
-# checked against the server's Content-Length and its sha256 is printed (README, Downloads)
+# checked against the server's Content-Length and its sha256 is printed (docs/data.md, Downloads)
 SIZE = None
 SHA256 = None
 ZIP_NAMES = ("beauty.zip", "ratings_Beauty.zip")

@@ -33,7 +33,7 @@ BASE_URL = "https://recodatasets.z20.web.core.windows.net/newsrec/"
 PREFIX = {"mind_small": "MINDsmall", "mind_large": "MINDlarge", "mind_demo": "MINDdemo"}
 # {zip name: (size, sha256)} of the official zips. Microsoft publishes no checksums and we
 # know of no trustworthy ones, so none is listed: downloads are checked against the server's
-# Content-Length and their sha256 is printed (README, Downloads). Add a pair here once known.
+# Content-Length and their sha256 is printed (docs/data.md, Downloads). Add a pair here once known.
 CHECKSUMS: dict = {}
 VALID_FRACTION = 0.1
 TIME_FORMAT = "%m/%d/%Y %I:%M:%S %p"

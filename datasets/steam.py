@@ -35,7 +35,7 @@ URL = "https://cseweb.ucsd.edu/~wckang/steam_reviews.json.gz"
 BERT4REC_URL = "https://github.com/FeiSun/BERT4Rec/raw/master/data/steam.txt"
 REVIEWS_NAMES = ("steam_reviews.json.gz", "steam_reviews.json")
 # UCSD publishes no checksum for this file: the download is checked against the server's
-# Content-Length and its sha256 is printed (README, Downloads)
+# Content-Length and its sha256 is printed (docs/data.md, Downloads)
 SIZE = None
 SHA256 = None
 CORE = 5

@@ -48,7 +48,7 @@ def render_latex(tables: list, references: References, commit: str, date: str) -
              r"% Needs \usepackage{booktabs}. Test metrics of the best configuration per model, chosen on "
              "the validation split.", ""]
     if not tables:
-        lines += ["% No finished runs with test metrics were found in the MLflow store.", ""]
+        lines += ["% No finished runs with test metrics were found in the records or the MLflow store.", ""]
     for table in tables:
         lines += [_table(table), ""]
     if tables:

@@ -2,7 +2,10 @@
 per table chosen on validation.
 
 ``collect()`` reads FINISHED runs of kind ``run``, ``trial`` and ``eval`` (re-scored saved
-models) that have test metrics, from one or several MLflow stores. Runs of one seed group
+models) that have test metrics, from the committed records (``leaderboard/records/``,
+``recboard.benchmarks.tracking.records``) and one or several MLflow stores; a run both in
+a record and in a store counts once. A record that fails its checks is reported in one line
+on stderr and left out; the others still count. Runs of one seed group
 (``bench run --seeds``) become one row: the mean of every metric, its sample standard
 deviation (``<metric> std``) and the number of seeds. ``select_best`` then keeps, per table
 key (dataset, data identity, protocol, model and variant), the row with the best *mean
@@ -18,24 +21,32 @@ from __future__ import annotations
 
 import math
 
+import sys
+from pathlib import Path
+
+from recboard.benchmarks.tracking import records as R
 from recboard.benchmarks.tracking import store as tracking
 from recboard.benchmarks.evaluation.protocols import IMPRESSION_METRICS, SEQUENCE_METRICS
 
 ALL_METRICS = SEQUENCE_METRICS + tuple(m for m in IMPRESSION_METRICS if m not in SEQUENCE_METRICS)
 RUN_COLUMNS = ["run_id", "store", "dataset", "identity", "data_users", "data_items", "data_interactions",
                "protocol", "task", "model", "variant", "group", "sweep", "kind", "device", "git_commit", "selected_by",
-               "valid", "train_time_s", "wall_time_s", "n_params", "best_epoch", "start_time", "n_seeds"]
+               "valid", "train_time_s", "wall_time_s", "n_params", "best_epoch", "start_time", "n_seeds", "still_improving"]
 TABLE_KEY = ["dataset", "identity", "protocol"]
 UNKNOWN_DATA = "unknown"   # runs recorded before data identities were
+RECORDS_DIR = Path(__file__).with_name("records")   # the committed records
+COMMITTED = "committed"    # ``records=COMMITTED``: RECORDS_DIR, looked up when called (tests point it elsewhere)
+RECORD_STORE = "record:"   # a row's "store" when it comes from a record: "record:<path>"
 
 
-def collect(tracking_uri=None, best_only: bool = True):
+def collect(tracking_uri=None, best_only: bool = True, records=COMMITTED):
     """Finished runs with test metrics -> one row per run or seed group (``best_only``: the
-    best per table and model). ``tracking_uri`` may be a list: stores brought back from
-    several machines are read as one."""
+    best per table and model). ``records``: a folder of record files (None: none);
+    ``tracking_uri``: one store, a list of stores brought back from several machines (read
+    as one), or an empty list for the records alone."""
     import pandas as pd
 
-    frames, finished_groups = [], set()
+    frames, finished_groups = record_frames(RECORDS_DIR if records == COMMITTED else records)
     for uri in stores(tracking_uri):
         for kind in ("run", "trial", "eval"):
             found = tracking.search_runs(tracking.tag_filter({"recboard.kind": kind}, status="FINISHED"), uri,
@@ -45,13 +56,40 @@ def collect(tracking_uri=None, best_only: bool = True):
         groups = tracking.search_runs(tracking.tag_filter({"recboard.kind": "group"}, status="FINISHED"), uri,
                                       output_format="list")
         finished_groups.update(g.info.run_id for g in groups)
-    runs = _tidy(pd.concat(frames, ignore_index=True) if frames else None)
+    raw = pd.concat(frames, ignore_index=True).drop_duplicates("run_id") if frames else None   # records first
+    runs = _tidy(raw)
     # the seeds of an interrupted group are not a group: a partial mean would be a lucky subset;
     # a sweep's points are ablations, each its own configuration, drawn in figures instead
     runs = runs[(runs["group"].isna() | runs["group"].isin(finished_groups)) & runs["sweep"].isna()]
     runs = runs.reset_index(drop=True)
     runs = fold_groups(runs)
     return select_best(runs) if best_only else runs
+
+
+def record_frames(folder) -> tuple[list, set]:
+    """([one MLflow-search-shaped frame per record], {finished seed groups' run ids})."""
+    import pandas as pd
+
+    frames, groups = [], set()
+    for path in R.record_files(folder) if folder is not None else []:
+        try:
+            record = R.read_record(path)
+        except R.RecordError as err:
+            print(f"bench leaderboard: skipped {err}", file=sys.stderr)
+            continue
+        rows = []
+        for run in record["runs"]:
+            if run["tags"].get("recboard.kind") == "group":
+                groups.add(run["run_id"])
+                continue
+            row = {"run_id": run["run_id"], "store": f"{RECORD_STORE}{path}", "status": run["status"],
+                   "start_time": pd.to_datetime(run["start_time"], unit="ms", utc=True)}
+            row.update({f"tags.{k}": v for k, v in run["tags"].items()})
+            row.update({f"params.{k}": v for k, v in run["params"].items()})
+            row.update({f"metrics.{k}": v for k, v in run["metrics"].items()})
+            rows.append(row)
+        frames.append(pd.DataFrame(rows))
+    return frames, groups
 
 
 def stores(tracking_uri=None) -> list:
@@ -82,7 +120,7 @@ def _tidy(raw):
         "identity": tag("identity", UNKNOWN_DATA), "data_users": tag("data_users"), "data_items": tag("data_items"),
         "data_interactions": tag("data_interactions"), "protocol": tag("protocol"), "task": tag("task"),
         "model": tag("model"), "variant": tag("variant", ""), "group": tag("group"), "sweep": tag("sweep"),
-        "kind": tag("kind"),
+        "kind": tag("kind"), "still_improving": tag("still_improving", "false") == "true",
         "device": tag("device"), "git_commit": tag("git_commit"), "selected_by": tag("metric"),
         "train_time_s": metric("train_time_s"), "wall_time_s": metric("wall_time_s"),
         "n_params": n_params, "best_epoch": metric("best_epoch"), "start_time": raw["start_time"], "n_seeds": 1,
@@ -114,6 +152,7 @@ def fold_groups(runs):
         for m in (c for c in ALL_METRICS if c in members.columns):
             row[f"{m} std"] = members[m].std(ddof=1) if len(members) > 1 else 0.0
         row["run_id"], row["n_seeds"] = group_id, len(members)
+        row["still_improving"] = bool(members["still_improving"].any())
         rows.append(row)
     return pd.concat(rows, ignore_index=True)
 
@@ -163,7 +202,7 @@ def significance_marks(rows: dict, metrics, alpha: float = 0.05) -> dict:
     examples = {}
     for label, row in rows.items():
         try:
-            examples[label] = run_examples(str(row["run_id"]), row.get("store"))[1]
+            examples[label] = row_examples(row, run_examples)
         except (ComparisonError, ValueError):
             continue
     marks = {}
@@ -180,3 +219,17 @@ def significance_marks(rows: dict, metrics, alpha: float = 0.05) -> dict:
         if pvalues[0] < alpha and rows[best].get(m) > rows[others[0]].get(m):
             marks[m] = best
     return marks
+
+
+def row_examples(row, run_examples) -> dict:
+    """A row's per-example test metrics: from its record (a seed group: each example's mean
+    over the seeds) or from its MLflow store (``run_examples``)."""
+    store = str(row.get("store") or "")
+    if not store.startswith(RECORD_STORE):
+        return run_examples(str(row["run_id"]), row.get("store") or None)[1]
+    runs = [r for r in R.read_record(Path(store[len(RECORD_STORE):]))["runs"] if r.get("examples") is not None]
+    members = [r for r in runs if r["run_id"] == row["run_id"] or r["tags"].get("recboard.group") == row["run_id"]]
+    if not members:
+        raise ValueError(f"{store} keeps no test examples of run {row['run_id']}")
+    from recboard.benchmarks.evaluation.significance import mean_over_runs
+    return mean_over_runs([R.decode_examples(r["examples"]) for r in members])

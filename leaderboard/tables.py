@@ -35,6 +35,7 @@ DATASET_TITLES = {
 }
 NO_RESULT = "—"       # our model has no finished run for this dataset / protocol
 NOT_REPORTED = "n/r"  # the published source does not report this metric
+STILL_IMPROVING = "↗"  # the run ended while its validation metric was still rising: under-trained
 
 
 @dataclass

@@ -53,8 +53,8 @@ from torch import nn
 from recboard.datasets.batches import PAD, ItemCatalog, SequenceBatch
 from recboard.models.checks import is_fraction, require, transformer_rules
 from recboard.models.item_tower import TextItemConfig, TextItemTower, check_item_text
-from recboard.models.layers import (IGNORE, TransformerBlock, float32_logits, full_softmax_loss,
-                                    init_weights, item_coverage, item_rows, rows_to_items, with_padding_column)
+from recboard.models.layers import (IGNORE, TransformerBlock, adopt_catalog, float32_logits, full_softmax_loss,
+                                    init_weights, item_coverage, rows_to_items, with_padding_column)
 
 
 @dataclass
@@ -159,13 +159,8 @@ class BERT4Rec(nn.Module):
 
     def __init__(self, config: BERT4RecConfig, catalog: ItemCatalog):
         super().__init__()
-        config.check()
+        adopt_catalog(self, config, catalog)
         check_item_text(config, catalog, "bert4rec")
-        self.config = config
-        self.n_items = int(catalog.n_items)
-        item_to_row, self.n_known = item_rows(catalog.train_counts)
-        # persistent so a checkpoint carries the item -> row map it was trained with
-        self.register_buffer("item_to_row", item_to_row)
         self.unknown_row = self.n_known + 1
         self.mask_row = self.n_known + 2
         H = config.hidden_size

@@ -12,7 +12,8 @@
   time so the [N, n_items] logits never exist at once (MIND-large: ~161k news). Rows whose
   target is ``IGNORE`` are left out, so a model can hand it a fixed number of rows per batch
   (static shapes: no host sync, one ``torch.compile`` graph).
-* ``init_weights`` (BERT's).
+* ``init_weights`` (BERT's); ``adopt_catalog`` (how every ID model starts) and
+  ``CountedModel`` (the contract of models that are counted, not trained).
 
 The models' parameter names come from here, so renaming an attribute breaks old checkpoints.
 """
@@ -29,6 +30,31 @@ from torch.utils.checkpoint import checkpoint
 from recboard.datasets.batches import PAD
 
 IGNORE = -100   # a target left out of the loss (cross_entropy's default ignore_index)
+
+
+def adopt_catalog(model: nn.Module, config, catalog) -> None:
+    """How every ID model starts: its checked config, the item count, and the item -> embedding
+    row map (``item_rows``) as a persistent buffer, so a checkpoint carries the map it was
+    trained with. Sets ``model.config``, ``n_items``, ``n_known`` and ``item_to_row``."""
+    config.check()
+    model.config = config
+    model.n_items = int(catalog.n_items)
+    item_to_row, model.n_known = item_rows(catalog.train_counts)
+    model.register_buffer("item_to_row", item_to_row)
+
+
+class CountedModel(nn.Module):
+    """A model that is counted or drawn, not trained (``pop``, ``random``): no loss, nothing
+    to pre-encode, nothing to describe."""
+
+    def loss(self, batch):
+        raise RuntimeError(f"{type(self).__name__} is not trained: it has no loss")
+
+    def item_vectors(self) -> None:
+        return None
+
+    def describe(self) -> dict:
+        return {}
 
 
 def item_rows(counts: np.ndarray) -> tuple[torch.Tensor, int]:

@@ -38,7 +38,7 @@ from torch import nn
 
 from recboard.datasets.batches import PAD, ItemCatalog, SequenceBatch
 from recboard.models.checks import require
-from recboard.models.layers import item_coverage, item_rows, rows_to_items
+from recboard.models.layers import adopt_catalog, item_coverage, rows_to_items
 from recboard.models.negatives import batch_users, check_users, glorot_uniform_, masked_mean, outside, uniform_rows
 
 
@@ -89,11 +89,7 @@ class NCF(nn.Module):
 
     def __init__(self, config: NCFConfig, catalog: ItemCatalog):
         super().__init__()
-        config.check()
-        self.config = config
-        self.n_items = int(catalog.n_items)
-        item_to_row, self.n_known = item_rows(catalog.train_counts)
-        self.register_buffer("item_to_row", item_to_row)
+        adopt_catalog(self, config, catalog)
         n_users, n_rows = check_users(catalog.n_users, "ncf"), self.n_known + 2   # pad, known, unknown
         factors = config.hidden_size
         widths = [factors * 2 ** (config.mlp_layers - 1 - i) for i in range(config.mlp_layers)]

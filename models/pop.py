@@ -6,9 +6,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from torch import nn
 
 from recboard.datasets.batches import ImpressionBatch, ItemCatalog
+from recboard.models.layers import CountedModel
 
 
 @dataclass
@@ -16,22 +16,13 @@ class PopularityConfig:
     pass
 
 
-class PopularityModel(nn.Module):
+class PopularityModel(CountedModel):
     config_class = PopularityConfig
 
     def __init__(self, config: PopularityConfig, catalog: ItemCatalog):
         super().__init__()
         counts = torch.as_tensor(catalog.train_counts, dtype=torch.float32)
         self.register_buffer("counts", counts)
-
-    def loss(self, batch):
-        raise RuntimeError("the popularity model is counted, not trained")
-
-    def item_vectors(self) -> None:
-        return None
-
-    def describe(self) -> dict:
-        return {}
 
     def score(self, batch, item_vectors=None) -> torch.Tensor:
         if isinstance(batch, ImpressionBatch):

@@ -4,9 +4,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from torch import nn
 
 from recboard.datasets.batches import ImpressionBatch, ItemCatalog
+from recboard.models.layers import CountedModel
 
 
 @dataclass
@@ -14,7 +14,7 @@ class RandomConfig:
     pass   # no seed of its own: a ``seed`` key here would shadow the run's ``--set seed=N``
 
 
-class RandomModel(nn.Module):
+class RandomModel(CountedModel):
     config_class = RandomConfig
 
     def __init__(self, config: RandomConfig, catalog: ItemCatalog):
@@ -24,15 +24,6 @@ class RandomModel(nn.Module):
         # so `--set seed=7` reseeds these scores too, and equal seeds give equal scores.
         self.generator = torch.Generator().manual_seed(torch.initial_seed())
         self.register_buffer("device_probe", torch.zeros(()), persistent=False)
-
-    def loss(self, batch):
-        raise RuntimeError("the random model has nothing to train")
-
-    def item_vectors(self) -> None:
-        return None
-
-    def describe(self) -> dict:
-        return {}
 
     def score(self, batch, item_vectors=None) -> torch.Tensor:
         if isinstance(batch, ImpressionBatch):

@@ -34,8 +34,8 @@ from torch import nn
 from recboard.datasets.batches import PAD, ItemCatalog, SequenceBatch
 from recboard.models.checks import require, transformer_rules
 from recboard.models.item_tower import TextItemConfig, TextItemTower, check_item_text
-from recboard.models.layers import (IGNORE, TransformerBlock, float32_logits, full_softmax_loss,
-                                    init_weights, item_coverage, item_rows, rows_to_items, with_padding_column)
+from recboard.models.layers import (IGNORE, TransformerBlock, adopt_catalog, float32_logits, full_softmax_loss,
+                                    init_weights, item_coverage, rows_to_items, with_padding_column)
 
 
 @dataclass
@@ -101,12 +101,8 @@ class SASRec(nn.Module):
 
     def __init__(self, config: SASRecConfig, catalog: ItemCatalog):
         super().__init__()
-        config.check()
+        adopt_catalog(self, config, catalog)
         check_item_text(config, catalog, "sasrec")
-        self.config = config
-        self.n_items = int(catalog.n_items)
-        item_to_row, self.n_known = item_rows(catalog.train_counts)
-        self.register_buffer("item_to_row", item_to_row)
         self.unknown_row = self.n_known + 1
         # the runner's training windows are max_len long: max_len - 1 inputs and their next
         # items, so the model reads (and has position embeddings for) max_len - 1 items

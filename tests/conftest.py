@@ -37,6 +37,14 @@ def _fresh_store(folder: Path) -> str:
     return f"sqlite:///{Path(folder) / 'mlflow.db'}"
 
 
+@pytest.fixture(autouse=True)
+def no_committed_records(tmp_path_factory, monkeypatch):
+    """Tests read the records they make, not the repository's: the leaderboard's default
+    records folder is an empty one (test_records checks the committed ones by path)."""
+    from recboard.leaderboard import runs
+    monkeypatch.setattr(runs, "RECORDS_DIR", tmp_path_factory.mktemp("no-records"))
+
+
 @pytest.fixture(scope="session")
 def fresh_store():
     """``fresh_store(folder)`` -> a sqlite tracking URI on an empty MLflow database in

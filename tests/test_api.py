@@ -59,12 +59,14 @@ def test_run_then_leaderboard(store):
     assert store.get_experiment(recorded.info.experiment_id).name == "from-python"
     assert "MLFLOW_EXPERIMENT_NAME" not in os.environ           # the experiment was set for this run only
 
-    text = recboard.leaderboard(datasets=["synthetic_seq"])
+    text = recboard.leaderboard(datasets=["synthetic_seq"], records=None)
     assert "| pop " in text and result.mlflow_run_id[:8] in text
-    frame = recboard.leaderboard("dataframe")
+    frame = recboard.leaderboard("dataframe", records=None)     # this store's runs only
     assert frame["run_id"].tolist() == [result.mlflow_run_id]
     assert frame["NDCG@10"].tolist() == [pytest.approx(result.test_metrics["NDCG@10"])]
-    assert recboard.leaderboard("dataframe", datasets=["ml-1m"]).empty
+    assert recboard.leaderboard("dataframe", datasets=["ml-1m"], records=None).empty
+    # by default the committed records come along, as with bench leaderboard
+    assert len(recboard.leaderboard("dataframe", records=Path(__file__).parents[1] / "leaderboard" / "records")) > 1
 
 
 def test_run_overrides_are_checked_config_keys():

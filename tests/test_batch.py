@@ -49,6 +49,9 @@ def test_plan_runs_in_parallel_merges_and_resumes(tmp_path, fresh_store, capsys)
         examples = archive.getnames()
     # pop's run and random's two seed runs saved their per-user test examples; no weights ride along
     assert len(examples) == 3 and all(name.endswith("/test_examples.npz") for name in examples)
+    with tarfile.open(out / "records.tar.gz") as archive:   # one record per run or seed group, to commit
+        records = sorted(archive.getnames())
+    assert len(records) == 2 and all(n.startswith("records/synthetic_seq--") for n in records)
 
     # a second call on the same folder has nothing left to do
     before = json.loads((out / "state.json").read_text())

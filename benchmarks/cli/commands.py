@@ -34,7 +34,7 @@ def cmd_list(args) -> int:
     # plug-ins are listed from their packages' metadata, not imported: this stays instant
     for name, target in plugins.listed(MODELS, plugins.MODEL_GROUP):
         print(f"  {name:<16} [plug-in] {target}")
-    print(f"  {'pkg.module:Class':<16} [plug-in] any class following the model contract (README: Plug-ins)")
+    print(f"  {'pkg.module:Class':<16} [plug-in] any class following the model contract (docs/data.md: Plug-ins)")
     print("\ndatasets:")
     for name, spec in DATASETS.items():
         print(f"  {name:<16} [{spec.task}] {spec.description}")
@@ -284,8 +284,9 @@ def cmd_leaderboard(args) -> int:
     here = Path(args.out).parent if args.out else Path.cwd()   # where the figure links start
     figures_dir = None if (fmt != "markdown" or args.no_figures) else \
         (args.figures or (here / "figures" if args.out else None))
+    records = None if args.no_records else (Path(args.records) if args.records else render.COMMITTED)
     text = render.build(fmt=fmt, tracking_uri=args.tracking_uri, references=args.references,
-                        datasets=args.dataset, figures_dir=figures_dir, link_dir=here)
+                        datasets=args.dataset, figures_dir=figures_dir, link_dir=here, records=records)
     if args.out:
         atomic_write_text(args.out, text)
         print(f"wrote {args.out}" + (f" and the sweep figures in {figures_dir}" if "![" in text else ""))
@@ -318,6 +319,31 @@ def cmd_demo(args) -> int:
     return 0
 
 
+def cmd_export(args) -> int:
+    """Records of runs or seed groups (``recboard.benchmarks.tracking.records``)."""
+    from recboard.benchmarks.tracking.records import export_records
+    from recboard.benchmarks.tracking.store import tracking_uri
+    from recboard.leaderboard import runs
+
+    written = export_records(args.runs, tracking_uri(), Path(args.out) if args.out else runs.RECORDS_DIR)
+    for path in written:
+        print(f"wrote {path} ({path.stat().st_size / 1024:.0f} KB)")
+    print(f"{len(written)} record(s) from {tracking_uri()}")
+    return 0
+
+
+def cmd_import(args) -> int:
+    """Every run of each record recreated in the MLflow store."""
+    from recboard.benchmarks.tracking.records import import_records, record_files
+    from recboard.benchmarks.tracking.store import tracking_uri
+
+    paths = [p for given in map(Path, args.records) for p in (record_files(given) if given.is_dir() else [given])]
+    for path, run_ids in import_records(paths, tracking_uri()).items():
+        print(f"{path}: {len(run_ids)} run(s), {run_ids[0]}{' (seed group)' if len(run_ids) > 1 else ''}")
+    print(f"{len(paths)} record(s) imported into {tracking_uri()}")
+    return 0
+
+
 COMMANDS = {"list": cmd_list, "prepare": cmd_prepare, "run": cmd_run, "config": cmd_config, "tune": cmd_tune,
             "sweep": cmd_sweep, "leaderboard": cmd_leaderboard, "demo": cmd_demo, "eval": cmd_eval,
-            "compare": cmd_compare}
+            "compare": cmd_compare, "export": cmd_export, "import": cmd_import}

@@ -146,6 +146,20 @@ def build_parser() -> argparse.ArgumentParser:
                    help="draw the bench sweep figures into DIR and embed them in the markdown (default with a "
                         "markdown --out: figures/ beside it)")
     p.add_argument("--no-figures", action="store_true", help="leave the sweep figures out")
+    p.add_argument("--records", metavar="DIR", help="read the records in DIR (default: leaderboard/records/)")
+    p.add_argument("--no-records", action="store_true", help="MLflow runs only, no records")
+
+    p = sub.add_parser("export", help="write runs or seed groups of an MLflow store as records (small committed "
+                                      "files the leaderboard is rebuilt from)")
+    p.add_argument("runs", nargs="*", metavar="RUN_ID",
+                   help="runs or seed groups (a group by its parent run or any seed); none: every finished run")
+    p.add_argument("--out", default=None, metavar="DIR", help="where the records go (default: leaderboard/records/)")
+    _add_tracking_args(p, experiment=False)
+
+    p = sub.add_parser("import", help="recreate the runs of records in an MLflow store (bench compare and the "
+                                      "MLflow UI then read them)")
+    p.add_argument("records", nargs="+", metavar="PATH", help="record files, or folders of them")
+    _add_tracking_args(p, experiment=False)
 
     p = sub.add_parser("demo", help="small end-to-end demo on synthetic data: trains, logs to MLflow, prints a table")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
@@ -165,4 +179,4 @@ def _run_epilog() -> str:
     return (f"models: {', '.join(MODELS)} (or package.module:Class)\n"
             f"datasets: {', '.join(DATASETS)} (or csv:PATH)\n"
             "config keys: `bench config --model M --dataset D` lists every key with its value and where it "
-            "came from;\n  set them with --set KEY=VALUE (README: Everyday use)")
+            "came from;\n  set them with --set KEY=VALUE (docs/configuration.md)")

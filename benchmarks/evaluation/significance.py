@@ -112,10 +112,11 @@ def run_examples(ref: str, store: str | None = None) -> tuple[dict, dict]:
     about = {"ref": ref, "model": tags.get("recboard.model"), "dataset": tags.get("recboard.dataset"),
              "identity": tags.get("recboard.identity"), "protocol": tags.get("recboard.protocol"),
              "runs": len(members), "variant": tags.get("recboard.variant", "")}
-    return about, _mean_over_runs(saved)
+    return about, mean_over_runs(saved)
 
 
-def _mean_over_runs(saved: list) -> dict:
+def mean_over_runs(saved: list) -> dict:
+    """Each example's mean over several runs' per-example metrics (a seed group's seeds)."""
     rows = saved[0]["row"]
     if any(not np.array_equal(s["row"], rows) for s in saved):
         raise ComparisonError("the seeds of a group were scored on different test examples")

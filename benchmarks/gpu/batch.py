@@ -17,7 +17,9 @@ back from the last session) runs only what is left. At the end the stores are me
 ``OUT/LEADERBOARD.md`` (``bench leaderboard`` with one ``--tracking-uri`` per store) and packed
 with the logs, the state and the figures into ``OUT/batch.tar.gz``, one file to bring back; the
 runs' per-user test examples (for the leaderboard's significance marks) go into
-``OUT/examples.tar.gz``. MLflow records artifact locations as absolute paths, so give ``--out``
+``OUT/examples.tar.gz``, and every finished run and seed group, as records
+(``bench export``), into ``OUT/records.tar.gz``: unpack that into ``leaderboard/`` (it holds
+``records/``), rebuild LEADERBOARD.md and commit, and the call's numbers outlive the machine. MLflow records artifact locations as absolute paths, so give ``--out``
 an absolute path and unpack both archives at that same path on the machine that reads them.
 
 Training reads the prepared dataset cache (``RECBOARD_CACHE``): prepare here with ``bench
@@ -76,7 +78,7 @@ PLANS = {
         _sensitivity("ml-1m", "max_len", "10,50,100,200,400"),
         _sensitivity("beauty", "max_len", "10,20,30,40,50"),
     ),
-    # the source recipes behind the short rows (README "Reproducing the BERT4Rec paper"):
+    # the source recipes behind the short rows (docs/bert4rec.md):
     # SASRec+ exactly as Klenitskiy & Vasilev trained it; BERT4Rec's original-code recipe on
     # Beauty, 400k steps that take longer than a call can give (a checkpoint is too big to
     # carry back), so one seed, CUDA graphs and a cap: how far its schedule gets in 7 minutes
@@ -181,18 +183,26 @@ def merge(out: Path) -> Path | None:
     stores = sorted((out / "stores").glob("*.db"))
     board = out / "LEADERBOARD.md"
     if stores:
-        command = [sys.executable, "-m", "recboard.benchmarks.cli", "leaderboard", "--out", str(board)]
+        command = [sys.executable, "-m", "recboard.benchmarks.cli", "leaderboard", "--out", str(board), "--no-records"]
         for store in stores:
             command += ["--tracking-uri", f"sqlite:///{store.resolve()}"]
-        result = subprocess.run(command, capture_output=True, text=True)
-        if result.returncode != 0:
-            print(f"merging the stores failed (exit {result.returncode}):\n{result.stderr[-2000:]}", file=sys.stderr)
+        _bench(command, "merging the stores")
+        for store in stores:   # records: what is committed, so no number depends on these stores surviving
+            _bench([sys.executable, "-m", "recboard.benchmarks.cli", "export", "--out", str(out / "records"),
+                    "--tracking-uri", f"sqlite:///{store.resolve()}"], f"exporting {store.name}")
+        _archive(out / "records.tar.gz", out, sorted((out / "records").glob("*.json")))
     _archive(out / "batch.tar.gz", out, [*stores, *sorted((out / "logs").glob("*.log")), _state_path(out), board,
                                          *sorted((out / "figures").glob("*.png"))])
     # the runs' per-user test examples, for the leaderboard's significance marks; apart, because
     # many sweep points on Beauty can outgrow what a device call brings back (the weights stay)
     _archive(out / "examples.tar.gz", out, sorted((out / "stores").glob("artifacts/**/test_examples.npz")))
     return board if board.exists() else None
+
+
+def _bench(command: list, what: str) -> None:
+    result = subprocess.run(command, capture_output=True, text=True)
+    if result.returncode != 0:
+        print(f"{what} failed (exit {result.returncode}):\n{result.stderr[-2000:]}", file=sys.stderr)
 
 
 def _archive(path: Path, root: Path, files) -> None:

@@ -11,7 +11,8 @@
 # workplace's script that knows what its image has (it writes ./.whl). A dataset's cache is found through
 # $RECBOARD_CACHE (or ~/.cache/recboard); one not prepared yet needs its data env var. "run" installs them, runs the plan
 # from the repository without installing it, and copies the archives and the merged
-# leaderboard to $OUT. Unpack the archives at /tmp/recboard-batch here: MLflow recorded the
+# leaderboard to $OUT. Back here, first of all: `tar xzf records.tar.gz -C leaderboard/`,
+# `bench leaderboard --out leaderboard/LEADERBOARD.md`, commit. Unpack the archives at /tmp/recboard-batch here: MLflow recorded the
 # runs' artifact paths there.
 set -euo pipefail
 mode=${1:?usage: session.sh prepare DATASET... | run PLAN [BUDGET_S]}
@@ -39,7 +40,8 @@ run)
   export PYTHONPATH=/tmp/pkg:/tmp/site RECBOARD_CACHE=$PWD/.gpu/cache PYTHONUNBUFFERED=1
   python3 -m recboard.benchmarks.gpu.batch "$plan" --out /tmp/recboard-batch --budget "$budget" \
     | tee "${OUT:-/tmp}/batch.log" || true
-  cp /tmp/recboard-batch/batch.tar.gz /tmp/recboard-batch/examples.tar.gz /tmp/recboard-batch/LEADERBOARD.md \
+  cp /tmp/recboard-batch/batch.tar.gz /tmp/recboard-batch/examples.tar.gz /tmp/recboard-batch/records.tar.gz \
+     /tmp/recboard-batch/LEADERBOARD.md \
      "${OUT:-/tmp}/" 2>/dev/null || true
   ;;
 *)
