@@ -57,7 +57,8 @@ DATASETS: dict[str, DatasetSpec] = {
     "mind_titles_cold": DatasetSpec("recboard.datasets.mind_titles", "impression",
                                     "simulated readers of real MIND titles who prefer one or two categories; "
                                     "valid/test candidates never seen in training (cold start)",
-                                    "RECBOARD_MIND_DIR"),
+                                    # the small simulated news sets share their size and so their presets
+                                    "RECBOARD_MIND_DIR", family="synthetic_mind"),
 }
 
 

@@ -71,6 +71,8 @@ PRESETS = {
     # as BERT4Rec's: small batches, a small title encoder (used with item_encoder set)
     "synthetic_mind_cold": {"max_len": 20, "batch_size": 32, "lr": 3e-3, "text_heads": 4, "text_head_dim": 8,
                             "text_query_dim": 32, "text_negatives": 256},
+    # as BERT4Rec's: real titles, the title encoder at NRMS's size (the tower's defaults)
+    "mind_titles_cold": {"max_len": 20, "text_negatives": 256},
 }
 
 NAMED_PRESETS = {
