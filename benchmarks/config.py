@@ -154,8 +154,10 @@ def parse_sets(pairs: list) -> dict:
 
 def resolve(model_name: str, dataset_name: str, sets: list | dict | None = None,
             preset: str = "default", layers: list | None = None) -> RunConfig:
-    """Build the run configuration: dataclass defaults -> task preset -> the model's
-    ``PRESETS`` -> the named ``preset`` (``NAMED_PRESETS[preset]``), if any -> ``sets``.
+    """Build the run configuration: dataclass defaults -> task preset -> the registry
+    name's overrides -> the model's ``PRESETS`` -> the registry name's own recipe
+    (``ModelSpec.preset``: gru4rec_plus trains on ``NAMED_PRESETS["plus"]``), if any -> the
+    named ``preset`` (``NAMED_PRESETS[preset]``), if any -> ``sets``.
     Presets are keyed by "*", the dataset's family (e.g. "mind"), then the dataset itself,
     applied in that order. ``layers``: [(values, source)] applied after the presets and
     before ``sets`` (``bench run --config`` / ``--from-run`` / ``--from-study``)."""
@@ -170,7 +172,7 @@ def resolve(model_name: str, dataset_name: str, sets: list | dict | None = None,
     if preset not in presets:
         raise ConfigError(f"model {model_name!r} has no preset {preset!r}; its presets: {', '.join(presets)}")
     # a named preset is a recipe on top of the defaults, not a replacement for them
-    for name in dict.fromkeys(("default", preset)):
+    for name in dict.fromkeys(("default", spec.preset or "default", preset)):
         for key in dict.fromkeys(("*", dataset.family, dataset_name)):
             if key and key in presets[name]:
                 apply(run, presets[name][key], f"preset {model_name}/{key}" + ("" if name == "default" else f" ({name})"))

@@ -76,6 +76,9 @@ PRESETS = {
     # harness's windows of L + T = 8 items, one start per item (window_step 1)
     "*": {"hidden_size": 50, "dropout": 0.5, "lr": 1e-3, "weight_decay": 1e-6, "batch_size": 512,
           "max_len": 8, "window_step": 1, "epochs": 50, "patience": 5},
+    # measured (sampled-pop100, seed 42): the original recipe levels off at epoch 10 (validation
+    # NDCG@10 .444) and early stopping ends it at 15, ~12 min on one CPU core; batch 2048 at
+    # lr 3e-3 (a quarter of the steps) levels off lower, .436 at epoch 8, so it is not used
     "ml-1m": {"hidden_size": 50},
     # sparse Amazon data: the Caser paper tunes d on validation; BERT4Rec §4.3 likewise
     "beauty": {"hidden_size": 50},
@@ -126,13 +129,22 @@ class Caser(nn.Module):
         return None
 
     def encode(self, rows: torch.Tensor, users: torch.Tensor) -> torch.Tensor:
-        """Item rows [N, L] (left-padded) and users [N] -> x = [z, p_u], [N, 2d]."""
-        image = self.item_embedding(rows)[:, None]                       # [N, 1, L, d]
+        """Item rows [N, L] (left-padded) and users [N] -> x = [z, p_u], [N, 2d].
+
+        The convolutions are matrix products of their own weights, the same arithmetic: in
+        the CPU profile of a training step on ML-1m the six small ``conv2d`` backward passes
+        were ~40% of it, and the products take about half their time. One product per height,
+        not one over all heights with kernels zero-padded to L rows: that one does 3.6x the
+        arithmetic and measured slower."""
+        image = self.item_embedding(rows)                                # [N, L, d]
         features = []
-        if self.vertical is not None:
-            features.append(self.vertical(image).flatten(1))            # [N, nv * d]
-        for conv in self.horizontal:                                     # height h: [N, nh, L - h + 1]
-            features.append(F.relu(conv(image).squeeze(3)).amax(dim=2))
+        if self.vertical is not None:   # filter v: sum over l of w[v, l] * E[l], for each column of E
+            weight = self.vertical.weight.flatten(1)                     # [nv, L]
+            features.append((weight @ image + self.vertical.bias[:, None]).flatten(1))   # [N, nv * d]
+        for conv in self.horizontal:   # height h: rows t..t+h-1 as one vector, [N, L - h + 1, h * d]
+            windows = image.unfold(1, conv.weight.size(2), 1).transpose(2, 3).flatten(2)
+            out = windows @ conv.weight.flatten(1).T + conv.bias          # [N, L - h + 1, nh]
+            features.append(F.relu(out).amax(dim=1))                     # max-pooled over time
         z = F.relu(self.fc1(self.dropout(torch.cat(features, 1))))
         return torch.cat([z, self.user_embedding(users)], 1)
 

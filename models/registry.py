@@ -8,7 +8,8 @@ A model lives in one module ``recboard.models.<file>`` that reads top to bottom:
   exception is ``max_len``, which the harness reads from the model's config when it has one);
 * ``PRESETS`` (optional): {"*" | dataset family ("mind") | dataset name: {key: value}},
   applied in that order by ``recboard.benchmarks.config.resolve``;
-* ``NAMED_PRESETS`` (optional): {preset name: {same key scheme}}, chosen with ``--preset``;
+* ``NAMED_PRESETS`` (optional): {preset name: {same key scheme}}, chosen with ``--preset``,
+  or applied by default to a registry name whose ``ModelSpec.preset`` names it;
 * ``SEARCH_SPACE`` (optional): ``bench tune``'s default ranges;
 * the ``torch.nn.Module``, with class attribute ``config_class`` and every method of
   ``Recommender`` below (the harness calls them all, unconditionally).
@@ -79,6 +80,9 @@ class ModelSpec:
     description: str
     tasks: tuple[str, ...]                          # a subset of TASKS
     overrides: dict = field(default_factory=dict)   # config keys fixed by this name (nrms_*: encoder)
+    # a NAMED_PRESETS entry of the module that is this name's own recipe, applied after the
+    # module's PRESETS (two names sharing a module, like gru4rec_plus, train differently)
+    preset: str = ""
 
 
 MODELS: dict[str, ModelSpec] = {
@@ -109,7 +113,7 @@ MODELS: dict[str, ModelSpec] = {
     "gru4rec_plus": ModelSpec("recboard.models.gru4rec", "GRU4Rec",
                               "GRU4Rec+: GRU4Rec with BPR-max and 2048 extra negatives sampled by popularity^alpha "
                               "(Hidasi & Karatzoglou, CIKM'18)",
-                              ("sequence",), {"loss": "bpr-max", "n_sample": 2048}),
+                              ("sequence",), {"loss": "bpr-max", "n_sample": 2048}, preset="plus"),
     "caser": ModelSpec("recboard.models.caser", "Caser",
                        "Caser: horizontal + vertical convolutions over the last 5 items, 3 targets (Tang & Wang, WSDM'18)",
                        ("sequence",)),

@@ -11,7 +11,7 @@ from recboard.benchmarks.config import ConfigError, resolve
 from recboard.datasets.batches import ItemCatalog, SequenceBatch, left_pad
 from recboard.models.gru4rec import right_aligned
 from recboard.models.negatives import outside
-from recboard.models.registry import model_class, model_spec
+from recboard.models.registry import MODELS, model_class, model_presets, model_spec
 
 from sequence_helpers import planted_data, runner_metrics_vs_pop
 
@@ -97,6 +97,27 @@ def test_gru4rec_plus_is_the_bpr_max_recipe_with_2048_popularity_negatives():
     assert model_spec("gru4rec_plus").description.startswith("GRU4Rec+")
 
 
+def test_gru4rec_plus_trains_on_its_own_recipe_and_says_so():
+    """gru4rec_plus shares gru4rec's module, so its training recipe is a named preset its
+    registry entry applies (``ModelSpec.preset``), after the module's PRESETS, with a source
+    that names it; gru4rec trains on it only when asked (``--preset plus``)."""
+    from recboard.models.gru4rec import NAMED_PRESETS
+
+    recipe = NAMED_PRESETS[model_spec("gru4rec_plus").preset]["ml-1m"]
+    plain, plus = resolve("gru4rec", "ml-1m"), resolve("gru4rec_plus", "ml-1m")
+    for key, value in recipe.items():
+        assert plus.get(key) == value and plus.sources[key] == "preset gru4rec_plus/ml-1m (plus)"
+        assert "(plus)" not in plain.sources.get(key, "")
+    asked = resolve("gru4rec", "ml-1m", preset="plus")
+    assert {key: asked.get(key) for key in recipe} == recipe and asked.model.loss == "top1"
+    assert resolve("gru4rec_plus", "ml-1m", ["epochs=3"]).train.epochs == 3   # --set still wins
+
+
+@pytest.mark.parametrize("name", [name for name, spec in MODELS.items() if spec.preset])
+def test_a_registry_recipe_names_a_preset_of_its_module(name):
+    assert model_spec(name).preset in model_presets(name)
+
+
 def tiny_catalog() -> ItemCatalog:
     """Items 1..8 seen in training, 9..12 never; three users."""
     return ItemCatalog("tiny", 12, np.array([0] + [3] * 8 + [0] * 4), n_users=3)
@@ -164,8 +185,8 @@ def test_gru4rec_plus_bpr_max_is_the_official_formula():
     target = torch.diag(elu)[:, None]
     expected = (-torch.log(torch.sum(torch.sigmoid(target - elu) * softmax_scores, dim=1) + 1e-24)
                 + 1.0 * torch.sum(elu ** 2 * softmax_scores, dim=1))
-    got = model.step_losses(scores, negative, torch.ones(1, 3, 4))
-    assert torch.allclose(got[0], expected, atol=1e-6)
+    got = model.event_losses(scores[0], torch.arange(3), negative[0])
+    assert torch.allclose(got, expected, atol=1e-6)
 
 
 def test_negatives_outside_the_window():
