@@ -15,13 +15,14 @@ Categories with fewer than ``MIN_CATEGORY_NEWS`` news (the sample's "kids" and
 Subcategories are not used; a preference is a whole category ("news" covers US news,
 politics, crime and world news alike).
 
-Files: ``news.tsv`` of a MIND release, found as MIND's own loader finds them
+Files: ``news.tsv`` of a MIND release, unzipped, in its train and dev folders
 (``MINDsmall_train/`` + ``MINDsmall_dev/``, ``train/`` + ``dev/``, ... under ``--data-dir``
-or ``RECBOARD_MIND_DIR``), or a folder holding ``news.tsv`` itself. Their union is used.
+or ``RECBOARD_MIND_DIR``; their union is used), or a folder holding ``news.tsv`` itself.
 """
 from __future__ import annotations
 
 import re
+
 import numpy as np
 
 from recboard.datasets.simulated_news import NewsTable, simulate_readers

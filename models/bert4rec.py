@@ -103,8 +103,8 @@ PRESETS = {
     # a small title encoder (these keys matter with item_encoder set; ID items score 0.5 here)
     "synthetic_mind_cold": {"max_len": 20, "batch_size": 32, "lr": 3e-3, "text_heads": 4, "text_head_dim": 8,
                             "text_query_dim": 32, "text_negatives": 256},
-    # real titles need the title encoder at NRMS's size (the tower's defaults), not the small
-    # one above: +.02 AUC, measured (docs/text-tower.md); patience 10 (~15 s an epoch on CPU)
+    # real titles: the title encoder at NRMS's size (the tower's defaults), not the small one
+    # above (+.02 AUC on one seed, docs/text-tower.md); patience 10 (~15 s an epoch on CPU)
     "mind_titles_cold": {"max_len": 20, "text_negatives": 256, "patience": 10},
 }
 
