@@ -32,6 +32,7 @@ DATASET_TITLES = {
     "mind_demo": "MIND-demo", "synthetic_seq": "Synthetic sequences",
     "synthetic_mind": "Synthetic MIND",
     "synthetic_mind_cold": "Synthetic news, cold start (test news unseen in training)",
+    "mind_titles_cold": "Real MIND titles, cold start (simulated users, test news unseen in training)",
 }
 NO_RESULT = "—"       # our model has no finished run for this dataset / protocol
 NOT_REPORTED = "n/r"  # the published source does not report this metric
