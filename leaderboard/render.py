@@ -13,7 +13,8 @@ finds it better than the runner-up (p < 0.05, Holm-corrected). ``build()`` does 
 
 Formats: markdown (with a "Datasets" section of the data's statistics,
 ``recboard.leaderboard.datastats``; when ``build`` is given a figures folder, a
-"Sensitivity" section of the ``bench sweep`` figures, ``recboard.leaderboard.figures``; and
+"Sensitivity" section of the ``bench sweep`` figures, ``recboard.leaderboard.figures``; the
+BERT4Rec ablation table, ``recboard.leaderboard.ablation``, where ablation runs exist; and
 under a table, the ``[[gaps]]`` sentences of references.toml about its rows), csv, json and
 LaTeX (``recboard.leaderboard.latex``).
 The csv has one column per metric: MIND's nDCG@5 / nDCG@10 are the same measure as the
@@ -32,8 +33,9 @@ from datetime import datetime, timezone
 
 from recboard.benchmarks.tracking import store as tracking
 from recboard.leaderboard import datastats
+from recboard.leaderboard.ablation import is_ablation
 from recboard.leaderboard.references import References, load_references, table_metrics
-from recboard.leaderboard.runs import ALL_METRICS, COMMITTED, RECORD_STORE, UNKNOWN_DATA, collect
+from recboard.leaderboard.runs import ALL_METRICS, COMMITTED, RECORD_STORE, UNKNOWN_DATA, collect, select_best
 from recboard.leaderboard.tables import (DATASET_TITLES, NO_RESULT, NOT_REPORTED, STILL_IMPROVING, Table,
                                          best_printed, build_tables, count_text, data_line, duration, number,
                                          run_cell)
@@ -94,16 +96,19 @@ CSV_COLUMNS = ["dataset", "identity", "protocol", "model", "source", "citation",
 
 def render(df, references=None, fmt: str = "markdown", commit: str | None = None,
            date: str | None = None, models=None, datasets=None, significance: bool = True,
-           sensitivity: list = ()) -> str:
+           sensitivity: list = (), ablations: list = ()) -> str:
     """The leaderboard as markdown, csv, json or latex. ``df`` comes from ``collect()``;
     ``references``: a ``References``, a path to a toml file, None (the packaged
     references.toml) or False (no published rows); ``models``: model names that get a
     "—" row where they have no result (default: every model with a run in ``df``);
     ``datasets``: only these datasets' tables; ``significance``: test the best row of each
-    column against the others (reads the runs' saved test examples); ``sensitivity``:
-    markdown lines placed after the tables (``figures.leaderboard_section``)."""
+    column against the others (reads the runs' saved test examples); ``sensitivity`` and
+    ``ablations``: markdown lines placed after the tables (``figures.leaderboard_section``,
+    ``ablation.markdown_section``). Ablated models ("w/o PE", ...) have no row in the main
+    tables: they are the ablation table's."""
     if datasets is not None:
         df = df[df["dataset"].isin(list(datasets))]
+    df = df[~df["variant"].map(is_ablation)] if len(df) else df
     if references is None or isinstance(references, (str, os.PathLike)):
         references = load_references(references)
     elif references is False:
@@ -112,7 +117,7 @@ def render(df, references=None, fmt: str = "markdown", commit: str | None = None
     date = date or datetime.now(timezone.utc).date().isoformat()
     tables = build_tables(df, references, models, significance)
     if fmt == "markdown":
-        return _render_markdown(tables, references, commit, date, sensitivity)
+        return _render_markdown(tables, references, commit, date, [*ablations, *sensitivity])
     if fmt == "csv":
         import pandas as pd
         records = [{CSV_NAMES.get(k, k): v for k, v in r.items()} for t in tables for r in _records(t)]
@@ -213,9 +218,15 @@ def build(fmt: str = "markdown", tracking_uri: str | None = None, references=Non
     if fmt == "markdown" and figures_dir is not None:
         from recboard.leaderboard.figures import leaderboard_section
         sensitivity = leaderboard_section(tracking_uri, figures_dir, link_dir, datasets)
-    df = collect(tracking_uri, records=records)
+    everything = collect(tracking_uri, best_only=False, records=records, sweeps=True)
+    df = select_best(everything[everything["sweep"].isna()])
+    ablations = []
+    if fmt == "markdown":
+        from recboard.leaderboard.ablation import markdown_section
+        ablations = markdown_section(everything if datasets is None else
+                                     everything[everything["dataset"].isin(list(datasets))])
     if commit is None and date is None and len(df) and df["store"].astype(str).str.startswith(RECORD_STORE).all():
         newest = df.sort_values(["start_time", "run_id"]).iloc[-1]
         commit, date = str(newest["git_commit"]), newest["start_time"].date().isoformat()
     return render(df, references, fmt=fmt, commit=commit, date=date, models=models,
-                  datasets=datasets, sensitivity=sensitivity)
+                  datasets=datasets, sensitivity=sensitivity, ablations=ablations)

@@ -28,10 +28,12 @@ from recboard.benchmarks.tracking import records as R
 from recboard.benchmarks.tracking import store as tracking
 from recboard.benchmarks.evaluation.protocols import IMPRESSION_METRICS, SEQUENCE_METRICS
 
+RUN_PARAMS = ("num_layers", "num_heads", "dropout", "attention_dropout")   # config keys the ablation table reads
 ALL_METRICS = SEQUENCE_METRICS + tuple(m for m in IMPRESSION_METRICS if m not in SEQUENCE_METRICS)
 RUN_COLUMNS = ["run_id", "store", "dataset", "identity", "data_users", "data_items", "data_interactions",
                "protocol", "task", "model", "variant", "group", "sweep", "kind", "device", "git_commit", "selected_by",
-               "valid", "train_time_s", "wall_time_s", "n_params", "best_epoch", "start_time", "n_seeds", "still_improving"]
+               "valid", "train_time_s", "wall_time_s", "n_params", "best_epoch", "start_time", "n_seeds", "still_improving",
+               *RUN_PARAMS]
 TABLE_KEY = ["dataset", "identity", "protocol"]
 UNKNOWN_DATA = "unknown"   # runs recorded before data identities were
 RECORDS_DIR = Path(__file__).with_name("records")   # the committed records
@@ -39,11 +41,12 @@ COMMITTED = "committed"    # ``records=COMMITTED``: RECORDS_DIR, looked up when 
 RECORD_STORE = "record:"   # a row's "store" when it comes from a record: "record:<path>"
 
 
-def collect(tracking_uri=None, best_only: bool = True, records=COMMITTED):
+def collect(tracking_uri=None, best_only: bool = True, records=COMMITTED, sweeps: bool = False):
     """Finished runs with test metrics -> one row per run or seed group (``best_only``: the
     best per table and model). ``records``: a folder of record files (None: none);
     ``tracking_uri``: one store, a list of stores brought back from several machines (read
-    as one), or an empty list for the records alone."""
+    as one), or an empty list for the records alone; ``sweeps``: keep the ``bench sweep``
+    groups too (the ablation table reads them)."""
     import pandas as pd
 
     frames, finished_groups = record_frames(RECORDS_DIR if records == COMMITTED else records)
@@ -60,7 +63,7 @@ def collect(tracking_uri=None, best_only: bool = True, records=COMMITTED):
     runs = _tidy(raw)
     # the seeds of an interrupted group are not a group: a partial mean would be a lucky subset;
     # a sweep's points are ablations, each its own configuration, drawn in figures instead
-    runs = runs[(runs["group"].isna() | runs["group"].isin(finished_groups)) & runs["sweep"].isna()]
+    runs = runs[(runs["group"].isna() | runs["group"].isin(finished_groups)) & (sweeps | runs["sweep"].isna())]
     runs = runs.reset_index(drop=True)
     runs = fold_groups(runs)
     return select_best(runs) if best_only else runs
@@ -124,6 +127,7 @@ def _tidy(raw):
         "device": tag("device"), "git_commit": tag("git_commit"), "selected_by": tag("metric"),
         "train_time_s": metric("train_time_s"), "wall_time_s": metric("wall_time_s"),
         "n_params": n_params, "best_epoch": metric("best_epoch"), "start_time": raw["start_time"], "n_seeds": 1,
+        **{key: raw.get(f"params.{key}", pd.Series([None] * len(raw))) for key in RUN_PARAMS},
     })
     for column in raw.columns:
         for prefix in ("metrics.test/", "metrics.best_valid/"):

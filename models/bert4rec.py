@@ -39,6 +39,11 @@ lr 1e-4 with warmup and linear decay (``lr_schedule``), overlapping windows
 (``window_step``), last-item-only training rows (``last_item_fraction``), separate
 ``attention_dropout``, 400k steps. Also a recipe, not yet a measured result of this code.
 
+Ablations (the paper's §4.8): ``position_embedding``, ``feed_forward``, ``layer_norm`` and
+``residual`` set to false remove that part (w/o PE, PFFN, LN, RC; ``ABLATIONS``), and the
+run is its own leaderboard row (``describe()["variant"]``) beside the full model, gathered
+in the ablation table by ``recboard.leaderboard.ablation``; w/o Dropout is ``dropout=0``.
+
 Attention, Transformer blocks, the item -> embedding-row map and the float32 output logits
 live in ``recboard.models.layers``, shared with ``recboard.models.sasrec``.
 """
@@ -70,6 +75,11 @@ class BERT4RecConfig(TextItemConfig):   # + the text item tower's keys (item_enc
     ffn_size: int = 0           # feed-forward width; 0 = 4 * hidden_size (BERT)
     attention: str = "sdpa"     # sdpa (fused kernels) | eager (explicit softmax, for checking)
     loss_chunk: int = 0         # full-softmax loss over this many positions at a time; 0 = all at once
+    # the paper's ablations (§4.8); each False is its own leaderboard row ("w/o PE", ...)
+    position_embedding: bool = True   # learned positions added to the items
+    feed_forward: bool = True         # the position-wise feed-forward sub-layer (PFFN)
+    layer_norm: bool = True           # LayerNorm after the embeddings and each sub-layer (LN)
+    residual: bool = True             # the residual connection around each sub-layer (RC)
 
     def check(self) -> None:
         require("bert4rec", self, [
@@ -145,6 +155,12 @@ NAMED_PRESETS = {
     },
 }
 
+# The paper's ablation study (§4.8), each a config key set to false; its other rows are
+# existing keys: dropout=0 (w/o Dropout), num_layers and num_heads. The output layer keeps
+# its LayerNorm under w/o LN: it is the prediction head, not a Transformer layer.
+ABLATIONS = {"position_embedding": "w/o PE", "feed_forward": "w/o PFFN", "layer_norm": "w/o LN",
+             "residual": "w/o RC"}
+
 SEARCH_SPACE = {
     "mask_ratio": ("float", 0.1, 0.9),
     "hidden_size": ("categorical", [32, 64, 128, 256]),
@@ -170,12 +186,13 @@ class BERT4Rec(nn.Module):
         text = bool(config.item_encoder.strip())
         # ID items: rows for pad, the known items, unknown and [MASK]; text items: the tower below
         self.item_embedding = None if text else nn.Embedding(self.n_known + 3, H, padding_idx=PAD)
-        self.position_embedding = nn.Embedding(config.max_len, H)
-        self.embedding_norm = nn.LayerNorm(H)
+        self.position_embedding = nn.Embedding(config.max_len, H) if config.position_embedding else None
+        self.embedding_norm = nn.LayerNorm(H) if config.layer_norm else nn.Identity()
         self.embedding_dropout = nn.Dropout(config.dropout)
         self.blocks = nn.ModuleList(
             TransformerBlock(H, config.num_heads, config.ffn_size or 4 * H, config.dropout, config.attention,
-                             attention_dropout=config.attention_dropout)
+                             attention_dropout=config.attention_dropout, feed_forward=config.feed_forward,
+                             layer_norm=config.layer_norm, residual=config.residual)
             for _ in range(config.num_layers))
         self.head_dense = nn.Linear(H, H)
         self.head_norm = nn.LayerNorm(H)
@@ -190,7 +207,11 @@ class BERT4Rec(nn.Module):
         self.compiles = not text   # the tower's candidates have data-dependent shapes
 
     def describe(self) -> dict:
-        return self.item_tower.describe() if self.item_tower else item_coverage(self.n_known, self.n_items)
+        info = dict(self.item_tower.describe() if self.item_tower else item_coverage(self.n_known, self.n_items))
+        ablated = [label for key, label in ABLATIONS.items() if not getattr(self.config, key)]
+        if ablated:
+            info["variant"] = ", ".join(filter(None, [info.get("variant"), *ablated]))
+        return info
 
     def item_vectors(self) -> torch.Tensor | None:
         """Text items: every title encoded once per evaluation. ID items: None, scoring reads
@@ -208,7 +229,9 @@ class BERT4Rec(nn.Module):
         B, L, _ = x.shape
         max_len = self.config.max_len
         positions = torch.arange(max_len - L, max_len, device=x.device)
-        x = self.embedding_dropout(self.embedding_norm(x + self.position_embedding(positions)))
+        if self.position_embedding is not None:
+            x = x + self.position_embedding(positions)
+        x = self.embedding_dropout(self.embedding_norm(x))
         keys = real.clone()
         keys[:, -1] = True  # an all-padding row would otherwise attend to nothing (NaN)
         mask = keys[:, None, None, :]

@@ -116,25 +116,34 @@ class SelfAttention(nn.Module):
 
 class TransformerBlock(nn.Module):
     """Attention + feed-forward with residuals; post-LayerNorm (BERT) or pre-LayerNorm
-    (``norm_first``, SASRec: more stable at higher learning rates)."""
+    (``norm_first``, SASRec: more stable at higher learning rates).
+
+    ``feed_forward``, ``layer_norm`` and ``residual`` False take that part out of the block:
+    the BERT4Rec paper's ablations (w/o PFFN, w/o LN, w/o RC; §4.8)."""
 
     def __init__(self, hidden_size: int, num_heads: int, ffn_size: int, dropout: float, attention: str,
-                 norm_first: bool = False, activation: type = nn.GELU, attention_dropout: float | None = None):
+                 norm_first: bool = False, activation: type = nn.GELU, attention_dropout: float | None = None,
+                 feed_forward: bool = True, layer_norm: bool = True, residual: bool = True):
         super().__init__()
-        self.norm_first = norm_first
+        self.norm_first, self.residual = norm_first, residual
         # BERT's attention_probs_dropout_prob, when it differs from the hidden dropout
         self.attn = SelfAttention(hidden_size, num_heads, dropout if attention_dropout is None else attention_dropout,
                                   attention)
-        self.ffn = nn.Sequential(nn.Linear(hidden_size, ffn_size), activation(), nn.Linear(ffn_size, hidden_size))
-        self.norm1, self.norm2 = nn.LayerNorm(hidden_size), nn.LayerNorm(hidden_size)
+        self.ffn = nn.Sequential(nn.Linear(hidden_size, ffn_size), activation(),
+                                 nn.Linear(ffn_size, hidden_size)) if feed_forward else None
+        norm = nn.LayerNorm if layer_norm else (lambda _: nn.Identity())
+        self.norm1, self.norm2 = norm(hidden_size), norm(hidden_size)
         self.drop = nn.Dropout(dropout)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        x = self.sublayer(x, lambda h: self.attn(h, mask), self.norm1)
+        return x if self.ffn is None else self.sublayer(x, self.ffn, self.norm2)
+
+    def sublayer(self, x: torch.Tensor, layer, norm: nn.Module) -> torch.Tensor:
+        skip = x if self.residual else 0
         if self.norm_first:
-            x = x + self.drop(self.attn(self.norm1(x), mask))
-            return x + self.drop(self.ffn(self.norm2(x)))
-        x = self.norm1(x + self.drop(self.attn(x, mask)))
-        return self.norm2(x + self.drop(self.ffn(x)))
+            return skip + self.drop(layer(norm(x)))
+        return norm(skip + self.drop(layer(x)))
 
 
 def float32_logits(hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:

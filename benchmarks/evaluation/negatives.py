@@ -20,36 +20,127 @@ def sample_negatives(data: SequenceData, kind: str, seed: int, n: int = N_SAMPLE
 
     ``kind`` "uni": uniform over items; "pop": proportional to interaction counts over the
     whole dataset (as in the BERT4Rec paper's code).
+
+    The draw is defined one user after another: from one ``default_rng(seed)`` stream each
+    user takes blocks of ``2 n`` items (``rng.choice`` with ``p``) and keeps, in order, the
+    first ``n`` distinct ones they never interacted with (``reference_negatives`` is that
+    loop). Here it is computed for many users at once: ``choice`` searches uniforms in the
+    cumulative ``p``, so the stream is a sequence of blocks drawn in a few large calls, and
+    user ``u`` reads the blocks after the ones the users before it took. Most users need one
+    block: a run of such users is checked in one vectorised step, and the rare user who needs
+    more (it has seen most popular items) is drawn alone. The result is the loop's, bit for
+    bit (a test checks), so cached negatives and the records scored on them stay valid.
     """
-    rng = np.random.default_rng(seed)
-    n_items = data.n_items
-    if kind == "pop":
-        counts = np.bincount(data.items, minlength=n_items + 1).astype(np.float64)
-        counts[0] = 0
-        p = counts / counts.sum()
-    elif kind == "uni":
-        p = np.full(n_items + 1, 1.0 / n_items)
-        p[0] = 0
-    else:
-        raise ValueError(f"negative sampling kind must be 'uni' or 'pop', got {kind!r}")
-    support = set(np.flatnonzero(p > 0).tolist())
+    n_items, block = data.n_items, 2 * n
+    p = negative_weights(data, kind)
+    seen_keys = np.sort(np.repeat(np.arange(data.n_users, dtype=np.int64), data.lengths()) * (n_items + 1)
+                        + data.items.astype(np.int64))
+    left = int((p > 0).sum()) - np.bincount(seen_keys // (n_items + 1), weights=p[seen_keys % (n_items + 1)] > 0,
+                                            minlength=data.n_users)
+    if (left < n).any():
+        u = int(np.flatnonzero(left < n)[0])
+        raise ValueError(f"user {u} has seen {len(set(data.sequence(u).tolist()))} of {n_items} items: fewer than "
+                         f"{n} negatives left to sample ({kind})")
+    stream = BlockStream(np.random.default_rng(seed), p, block)
     out = np.zeros((data.n_users, n), dtype=np.int64)
-    for u in range(data.n_users):
-        seen = set(data.sequence(u).tolist())
-        if len(support - seen) < n:
-            raise ValueError(f"user {u} has seen {len(seen)} of {n_items} items: fewer than {n} negatives "
-                             f"left to sample ({kind})")
-        chosen: list = []
-        chosen_set: set = set()
-        while len(chosen) < n:
-            for item in rng.choice(n_items + 1, size=2 * n, p=p).tolist():
-                if item not in seen and item not in chosen_set:
-                    chosen.append(item)
-                    chosen_set.add(item)
-                    if len(chosen) == n:
-                        break
-        out[u] = chosen
+    user, at, run = 0, 0, 64
+    while user < data.n_users:
+        users = np.arange(user, min(user + run, data.n_users))
+        drawn, first = stream.blocks(at, len(users))
+        keep = first & ~contains(seen_keys, users[:, None] * (n_items + 1) + drawn)
+        enough = keep.sum(axis=1) >= n
+        done = len(users) if enough.all() else int(np.argmin(enough))
+        taken = keep[:done] & (np.cumsum(keep[:done], axis=1) <= n)
+        out[user:user + done] = drawn[:done][taken].reshape(done, n)
+        user, at = user + done, at + done
+        run = int(np.clip(2 * done, 64, 8192))   # long runs of one-block users: larger steps
+        if done < len(users):   # this user reads blocks until it has n negatives
+            out[user], used = one_user(stream.items_from(at), n, set(data.sequence(user).tolist()), block)
+            user, at = user + 1, at + used
     return out
+
+
+class BlockStream:
+    """The blocks of ``2 n`` items one ``rng`` yields in turn (``rng.choice(size=2 n, p=p)``
+    each), drawn ahead in large calls, with each block's first occurrences of an item."""
+
+    def __init__(self, rng: np.random.Generator, p: np.ndarray, block: int):
+        self.rng, self.block = rng, block
+        self.cdf = p.cumsum()
+        self.cdf /= self.cdf[-1]   # as Generator.choice normalises it
+        self.items = np.zeros((0, block), dtype=np.int64)
+        self.first = np.zeros((0, block), dtype=bool)
+
+    def blocks(self, start: int, count: int) -> tuple[np.ndarray, np.ndarray]:
+        if start + count > len(self.items):
+            more = max(start + count - len(self.items), 4096)
+            drawn = self.cdf.searchsorted(self.rng.random(more * self.block), side="right").reshape(more, self.block)
+            self.items = np.concatenate([self.items, drawn])
+            self.first = np.concatenate([self.first, first_occurrences(drawn)])
+        return self.items[start:start + count], self.first[start:start + count]
+
+    def items_from(self, start: int):
+        """The items of block ``start``, then of the blocks after it, one block at a time."""
+        while True:
+            yield self.blocks(start, 1)[0][0].tolist()
+            start += 1
+
+
+def negative_weights(data: SequenceData, kind: str) -> np.ndarray:
+    """Sampling weights over item indices 0..n_items (0, padding, never drawn)."""
+    if kind == "pop":
+        counts = np.bincount(data.items, minlength=data.n_items + 1).astype(np.float64)
+        counts[0] = 0
+        return counts / counts.sum()
+    if kind == "uni":
+        p = np.full(data.n_items + 1, 1.0 / data.n_items)
+        p[0] = 0
+        return p
+    raise ValueError(f"negative sampling kind must be 'uni' or 'pop', got {kind!r}")
+
+
+def contains(sorted_keys: np.ndarray, keys: np.ndarray) -> np.ndarray:
+    """``np.isin`` for a sorted array, without sorting it again on every call."""
+    at = np.searchsorted(sorted_keys, keys).clip(max=len(sorted_keys) - 1)
+    return sorted_keys[at] == keys
+
+
+def first_occurrences(rows: np.ndarray) -> np.ndarray:
+    """[m, k] -> bool [m, k], True where a value appears in its row for the first time."""
+    order = np.argsort(rows, axis=1, kind="stable")
+    ordered = np.take_along_axis(rows, order, axis=1)
+    repeat = np.zeros_like(rows, dtype=bool)
+    repeat[:, 1:] = ordered[:, 1:] == ordered[:, :-1]
+    first = np.empty_like(repeat)
+    np.put_along_axis(first, order, ~repeat, axis=1)
+    return first
+
+
+def one_user(blocks, n: int, seen: set, block: int) -> tuple[np.ndarray, int]:
+    """One user's negatives as the draw defines them: items of successive blocks, in order,
+    until ``n`` distinct unseen ones (the rest of that block is skipped); (the items, the
+    number of blocks read). ``blocks`` yields lists of ``block`` items."""
+    chosen: list = []
+    chosen_set: set = set()
+    used = 0
+    while len(chosen) < n:
+        used += 1
+        for item in next(blocks):
+            if item not in seen and item not in chosen_set:
+                chosen.append(item)
+                chosen_set.add(item)
+                if len(chosen) == n:
+                    break
+    return np.asarray(chosen, dtype=np.int64), used
+
+
+def reference_negatives(data: SequenceData, kind: str, seed: int, n: int = N_SAMPLED_NEGATIVES) -> np.ndarray:
+    """The definition ``sample_negatives`` computes faster: every user in turn, drawing its
+    blocks from one stream with ``rng.choice``."""
+    rng = np.random.default_rng(seed)
+    p = negative_weights(data, kind)
+    blocks = iter(lambda: rng.choice(len(p), size=2 * n, p=p).tolist(), None)
+    return np.stack([one_user(blocks, n, set(data.sequence(u).tolist()), 2 * n)[0] for u in range(data.n_users)])
 
 
 def cached_negatives(data: SequenceData, protocol: str, seed: int) -> np.ndarray:
