@@ -99,9 +99,11 @@ PRESETS = {
     "mind": {"max_len": 50, "mask_ratio": 0.4, "epochs": 30, "patience": 5},
     # clean planted transitions in short sequences: many masks, no dropout, a high lr
     # let the tiny model leave the cloze objective's initial plateau within a few epochs
+    # measured (2-core CPU, seeds 1-3): 20 epochs ended still improving (test NDCG@10 .366);
+    # validation levels off near epoch 100-150 (.59), ~20 s, so patience decides
     "synthetic_seq": {"max_len": 20, "hidden_size": 32, "num_layers": 1, "num_heads": 2,
                       "mask_ratio": 0.5, "dropout": 0.0, "lr": 1e-2, "batch_size": 64,
-                      "weight_decay": 0.0, "epochs": 20, "patience": 0},
+                      "weight_decay": 0.0, "epochs": 300, "patience": 10},
     # ~500 click sequences: batch 32 gives 16 steps an epoch (256 gave 2, and the cloze loss sat
     # at ln(1,500) for 10 epochs). Each sequence gives ~18 masked targets an epoch where SASRec
     # gets ~44, so the curve climbs in steps with flat stretches of 10-15 epochs between them:
