@@ -43,6 +43,28 @@ def test_mask_seen_hides_history_and_padding_but_keeps_target():
     assert M.target_ranks(masked, torch.tensor([3])).tolist() == [0]
 
 
+def test_the_evaluator_masks_every_seen_item_from_flat_histories():
+    """Full ranking keeps histories flat (CSR) by batch: the same ranks as padding them all,
+    users of very different history lengths in one batch and across batch borders."""
+    from recboard.benchmarks.evaluation.evaluators import SequenceEvaluator
+    from recboard.datasets.batches import right_pad
+
+    rng = np.random.default_rng(0)
+    sequences = [rng.permutation(np.arange(1, 61))[:n].tolist() for n in (3, 50, 4, 7, 60, 3, 12)]
+    data = SequenceData("csr", 60, *to_ragged(sequences))
+    evaluator = SequenceEvaluator(data, "test", max_len=5, protocol="full", device="cpu", batch_size=3)
+    inputs, targets, _ = data.eval_examples("test")
+    scores = torch.as_tensor(rng.normal(size=(len(targets), 61)), dtype=torch.float32)
+    for start in range(0, len(targets), 3):
+        sl = slice(start, start + 3)
+        flat = M.mask_seen_pairs(scores[sl].clone(), *evaluator.seen_pairs(sl), torch.as_tensor(targets[sl]))
+        padded = M.mask_seen(scores[sl].clone(), torch.as_tensor(right_pad(inputs[sl])), torch.as_tensor(targets[sl]))
+        assert torch.equal(flat, padded)
+        for row, history in enumerate(inputs[sl]):   # seen items out, the target kept
+            hidden = set(torch.isinf(flat[row]).nonzero().flatten().tolist())
+            assert hidden == ({0} | set(history.tolist())) - {int(targets[sl][row])}
+
+
 def test_impression_metrics_hand_values():
     scores = torch.tensor([[0.9, 0.2, 0.5, 0.1]])
     labels = torch.tensor([[0.0, 1.0, 1.0, 0.0]])

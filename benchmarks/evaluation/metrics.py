@@ -50,11 +50,18 @@ def rank_metrics(ranks: torch.Tensor) -> dict:
 
 
 def mask_seen(scores: torch.Tensor, seq: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Full-ranking scores with the padding column and the user's seen items (except the
-    target) set to -inf, in place."""
+    """Full-ranking scores with the padding column and the user's seen items (``seq``, [B, L]
+    padded with 0) except the target set to -inf, in place."""
+    rows = torch.arange(len(seq), device=seq.device).repeat_interleave(seq.size(1))
+    return mask_seen_pairs(scores, rows, seq.flatten(), target)
+
+
+def mask_seen_pairs(scores: torch.Tensor, rows: torch.Tensor, items: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """``mask_seen`` for seen items given as (row, item) pairs: a batch's slice of the
+    histories kept flat, so no tensor is as wide as the longest history."""
     scores[:, 0] = -math.inf
     target_score = scores.gather(1, target.view(-1, 1)).clone()
-    scores.scatter_(1, seq, -math.inf)
+    scores[rows, items] = -math.inf
     scores.scatter_(1, target.view(-1, 1), target_score)
     return scores
 
