@@ -96,6 +96,8 @@ PRESETS = {
     # epoch 24 (.408); at 1e-2 it levels off at epoch 7 (.443), the run ends at 12 (~4 min)
     "ml-1m": {"max_len": 200, "lr": 1e-2, "epochs": 40, "patience": 5},
     "beauty": {"max_len": 50, "dropout_p_hidden": 0.2},
+    "ml-20m": {"max_len": 200, "lr": 1e-2, "epochs": 40, "patience": 5},   # ML-1m's, BERT4Rec's window
+    "steam": {"max_len": 50, "dropout_p_hidden": 0.2},
     "mind": {"max_len": 50, "batch_size": 128, "epochs": 20, "patience": 3},
     "synthetic_seq": {"hidden_size": 32, "max_len": 20, "lr": 1e-2, "batch_size": 64, "epochs": 15,
                       "patience": 0},

@@ -59,6 +59,9 @@ PRESETS = {
     "ml-1m": {"max_len": 200, "dropout": 0.2, "epochs": 300, "patience": 30},
     # sparse Amazon data: the original paper's stronger dropout
     "beauty": {"max_len": 50, "dropout": 0.5, "epochs": 200, "patience": 20},
+    # BERT4Rec §4.3: N = 200 on ML-20m, 50 on Steam, for every model; larger data, fewer epochs
+    "ml-20m": {"max_len": 200, "dropout": 0.2, "epochs": 100, "patience": 10},
+    "steam": {"max_len": 50, "dropout": 0.2, "epochs": 100, "patience": 10},
     "mind": {"max_len": 50, "dropout": 0.2, "batch_size": 256, "epochs": 30, "patience": 5},
     "synthetic_seq": {"max_len": 20, "hidden_size": 32, "num_layers": 1, "num_heads": 1,
                       "dropout": 0.1, "lr": 3e-3, "batch_size": 64, "weight_decay": 0.0,

@@ -179,7 +179,7 @@ class Trainer:
 
     def _run_epoch(self, epoch: int, epochs: int, state: TrainState, sampler) -> None:
         start = time.perf_counter()
-        loss = self._train_epoch(epoch, epochs, sampler)
+        loss = self.train_epoch(epoch, epochs, sampler)
         state.train_time_s += time.perf_counter() - start
         valid = self.valid_evaluator.evaluate(self.model, self.amp_dtype)
         self._record(epoch, state, loss, valid, time.perf_counter() - start)
@@ -190,7 +190,7 @@ class Trainer:
         if self.on_epoch is not None:
             self.on_epoch(epoch, valid)
 
-    def _train_epoch(self, epoch: int, epochs: int, sampler) -> float:
+    def train_epoch(self, epoch: int, epochs: int, sampler) -> float:
         """Mean training loss of one pass; a non-finite loss stops the run with advice."""
         t, model, optimizer = self.cfg.train, self.model, self.optimizer
         model.train()
