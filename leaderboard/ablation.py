@@ -4,10 +4,11 @@ one part taken out, one column per dataset, a row per architecture.
 Rows come from BERT4Rec runs (ID items; text-tower runs are another model), whatever made
 them: ``bench run`` with an ablation key (``--set position_embedding=false``: the run's
 variant "w/o PE"), ``--set dropout=0`` (w/o Dropout), other layer and head counts, or a
-``bench sweep`` over them. A run's row is named by what differs from the paper's reference
-architecture (L=2 layers, h=2 heads, dropout on, every part present); among the runs of one
-row, dataset and protocol, the configuration with the best mean validation score stands,
-as in the main tables. Protocols never share a table. A cell is the test NDCG@10 (mean ±
+``bench sweep`` over them. A run's row is named by what differs from its column's reference
+architecture: the layers and heads its ablation runs were made with (the paper's L=2, h=2
+where none were), with dropout on and every part present; among the runs of one row,
+dataset and protocol, the configuration with the best mean validation score stands, as in
+the main tables. Protocols never share a table. A cell is the test NDCG@10 (mean ±
 std over seeds), ↓ where it is more than 10% below the reference row of its column, as the
 paper marks large drops. The table appears only when some ablation run exists beside a
 reference run.
@@ -19,8 +20,8 @@ from recboard.leaderboard.tables import (DATASET_ORDER, DATASET_TITLES, NO_RESUL
                                          STILL_IMPROVING, number)
 
 MODEL = "bert4rec"
-REFERENCE = (2, 2)     # the paper's L and h, every other row is measured against
-REFERENCE_LABEL = "BERT4Rec (L=2, h=2)"
+PAPER_REFERENCE = (2, 2)   # the paper's L and h
+REFERENCE_LABEL = "BERT4Rec (reference)"
 METRICS = ("NDCG@10", "nDCG@10")   # the paper's measure; nDCG@10 on impression data
 DROP = 0.9             # ↓: below 90% of the reference (the paper's "more than 10%")
 
@@ -31,8 +32,15 @@ def is_ablation(variant) -> bool:
     return bool(parts) and all(p.startswith("w/o ") for p in parts)
 
 
-def architecture_label(row) -> str | None:
-    """The row a BERT4Rec run belongs to, or None for a run that is not of this table (text items)."""
+def architecture(row) -> tuple | None:
+    """(layers, heads) of a run, None when it did not record them."""
+    layers, heads = number(row.get("num_layers")), number(row.get("num_heads"))
+    return None if layers is None or heads is None else (int(layers), int(heads))
+
+
+def architecture_label(row, reference: tuple = PAPER_REFERENCE) -> str | None:
+    """The row a BERT4Rec run belongs to, named by what differs from ``reference`` (L, h);
+    None for a run that is not of this table (text items)."""
     variant = str(row.get("variant") or "")
     if variant and not is_ablation(variant):
         return None
@@ -40,22 +48,35 @@ def architecture_label(row) -> str | None:
     dropout, attention_dropout = number(row.get("dropout")), number(row.get("attention_dropout"))
     if dropout == 0 and attention_dropout in (None, 0):
         parts.append("w/o Dropout")
-    layers, heads = number(row.get("num_layers")), number(row.get("num_heads"))
-    if layers is None or heads is None:
+    shape = architecture(row)
+    if shape is None:
         return None
-    if (int(layers), int(heads)) != REFERENCE:
-        parts.append(f"L={int(layers)}, h={int(heads)}")
+    if shape != reference:
+        parts.append(f"L={shape[0]}, h={shape[1]}")
     return ", ".join(parts) if parts else REFERENCE_LABEL
 
 
+def references_of(runs) -> dict:
+    """{(protocol, dataset, identity): (L, h)}: the architecture most of a column's ablation
+    runs share (ties: the smaller), else the paper's."""
+    out = {}
+    for key, rows in runs.groupby(["protocol", "dataset", "identity"], sort=True):
+        shapes = [architecture(r) for _, r in rows.iterrows() if is_ablation(r.get("variant"))]
+        shapes = [s for s in shapes if s is not None]
+        out[key] = max(sorted(set(shapes)), key=shapes.count) if shapes else PAPER_REFERENCE
+    return out
+
+
 def ablation_tables(runs) -> list:
-    """[(protocol, {row label: {(dataset, identity): selected row}}, [(dataset, identity)])] for
-    every protocol with a reference row and at least one other row. ``runs``: ``collect(
-    best_only=False, sweeps=True)``."""
+    """[(protocol, {row label: {(dataset, identity): selected row}}, {(dataset, identity):
+    reference (L, h)})] for every protocol with a reference row and at least one other row.
+    ``runs``: ``collect(best_only=False, sweeps=True)``."""
     runs = runs[runs["model"] == MODEL]
     if runs.empty:
         return []
-    labels = runs.apply(architecture_label, axis=1)
+    references = references_of(runs)
+    labels = runs.apply(lambda r: architecture_label(r, references[(r["protocol"], r["dataset"], r["identity"])]),
+                        axis=1)
     runs = runs.assign(variant=labels)[labels.notna()]
     best = select_best(runs)
     dataset_order = {name: i for i, name in enumerate(DATASET_ORDER)}
@@ -68,7 +89,7 @@ def ablation_tables(runs) -> list:
         cells = {}
         for _, row in rows.iterrows():
             cells.setdefault(row["variant"], {})[(row["dataset"], row["identity"])] = row
-        tables.append((protocol, cells, columns))
+        tables.append((protocol, cells, {c: references[(protocol, *c)] for c in columns}))
     return tables
 
 
@@ -98,7 +119,8 @@ def markdown_section(runs) -> list:
     from tabulate import tabulate
 
     lines = []
-    for protocol, cells, columns in ablation_tables(runs):
+    for protocol, cells, references in ablation_tables(runs):
+        columns = list(references)
         titles = [DATASET_TITLES.get(d, d) + ("" if sum(c[0] == d for c in columns) == 1 else f" `{i}`")
                   for d, i in columns]
         reference = cells[REFERENCE_LABEL]
@@ -110,7 +132,9 @@ def markdown_section(runs) -> list:
                   "taken out (PE: positional embedding, PFFN: position-wise feed-forward network, LN: layer "
                   "normalisation, RC: residual connection) or another number of layers L and heads h; each cell "
                   "is the configuration selected on validation for that row; ↓: more than 10% below the "
-                  f"reference row. Seeds per cell: {', '.join(map(str, seeds))}.", "",
+                  f"reference row. Seeds per cell: {', '.join(map(str, seeds))}. The reference: dropout on, every "
+                  "part present, and " + "; ".join(f"L={references[c][0]}, h={references[c][1]} on {t}"
+                                                   for c, t in zip(columns, titles)) + ".", "",
                   tabulate(body, headers=["Architecture", *titles], tablefmt="github", disable_numparse=True,
                            colalign=("left",) + ("right",) * len(columns)), ""]
     return lines

@@ -13,10 +13,10 @@ from test_leaderboard import _log  # noqa: E402
 
 
 @pytest.mark.parametrize("variant, params, label", [
-    ("", {"num_layers": "2", "num_heads": "2", "dropout": "0.1"}, "BERT4Rec (L=2, h=2)"),
+    ("", {"num_layers": "2", "num_heads": "2", "dropout": "0.1"}, "BERT4Rec (reference)"),
     ("w/o PE", {"num_layers": "2", "num_heads": "2", "dropout": "0.1"}, "w/o PE"),
     ("", {"num_layers": "2", "num_heads": "2", "dropout": "0.0", "attention_dropout": "None"}, "w/o Dropout"),
-    ("", {"num_layers": "2", "num_heads": "2", "dropout": "0.0", "attention_dropout": "0.2"}, "BERT4Rec (L=2, h=2)"),
+    ("", {"num_layers": "2", "num_heads": "2", "dropout": "0.0", "attention_dropout": "0.2"}, "BERT4Rec (reference)"),
     ("", {"num_layers": "1", "num_heads": "4", "dropout": "0.1"}, "L=1, h=4"),
     ("w/o LN, w/o RC", {"num_layers": "3", "num_heads": "2", "dropout": "0.1"}, "w/o LN, w/o RC, L=3, h=2"),
     ("glove titles", {"num_layers": "2", "num_heads": "2", "dropout": "0.1"}, None),       # another model
@@ -65,9 +65,9 @@ def test_the_ablation_table_from_mlflow_runs(tmp_path, fresh_store):
     section = text[text.index("### BERT4Rec ablations — sampled ranking"):]
     section = section[:section.index("\n\n###")]
     rows = [line for line in section.splitlines() if line.startswith("| ") and "Architecture" not in line]
-    assert [r.split("|")[1].strip() for r in rows] == ["BERT4Rec (L=2, h=2)", "w/o Dropout", "w/o PE", "L=1, h=2"]
+    assert [r.split("|")[1].strip() for r in rows] == ["BERT4Rec (reference)", "w/o Dropout", "w/o PE", "L=1, h=2"]
     cells = {r.split("|")[1].strip(): r.split("|")[2].strip() for r in rows}
-    assert cells["BERT4Rec (L=2, h=2)"] == "0.4400 ± 0.0283"
+    assert cells["BERT4Rec (reference)"] == "0.4400 ± 0.0283"
     assert cells["w/o PE"] == "0.2400 ↓" and cells["w/o Dropout"] == "0.4200"
     assert next(line for line in section.splitlines() if "Architecture" in line).split("|")[2].strip() == "ML-1m"
     # the main table: no ablated model; the plain BERT4Rec row is the best on validation (L=1)
@@ -87,3 +87,24 @@ def test_no_table_without_an_ablation_beside_the_reference(tmp_path, fresh_store
     _bert4rec(client, exp, valid=0.3, test=0.3, variant="glove titles")
     text = lb.build("markdown", tracking_uri=uri, references=False, records=None)
     assert "BERT4Rec ablations" not in text
+
+
+def test_the_reference_is_the_architecture_the_ablations_were_made_with(tmp_path, fresh_store):
+    """A one-layer preset's ablations are measured against the one-layer model, not L=2."""
+    import mlflow
+
+    uri = fresh_store(tmp_path)
+    client = mlflow.MlflowClient(uri)
+    exp = client.create_experiment("lb", artifact_location=(tmp_path / "artifacts").as_uri())
+    _bert4rec(client, exp, valid=0.40, test=0.40, layers=1)
+    _bert4rec(client, exp, valid=0.30, test=0.30, layers=1, variant="w/o RC")   # 0.34 vs 0.44: ↓
+    _bert4rec(client, exp, valid=0.42, test=0.42, layers=1, dropout=0.0)
+    _bert4rec(client, exp, valid=0.41, test=0.41, layers=2)
+    text = lb.build("markdown", tracking_uri=uri, references=False, records=None)
+    section = text[text.index("### BERT4Rec ablations"):]
+    section = section[:section.index("\n\n###")]
+    rows = {line.split("|")[1].strip(): line.split("|")[2].strip() for line in section.splitlines()
+            if line.startswith("| ") and "Architecture" not in line}
+    assert rows == {"BERT4Rec (reference)": "0.4400", "w/o Dropout": "0.4600", "w/o RC": "0.3400 ↓",
+                    "L=2, h=2": "0.4500"}
+    assert "L=1, h=2 on ML-1m" in section
