@@ -43,7 +43,7 @@ from torch import nn
 
 from recboard.datasets.batches import PAD, ItemCatalog, SequenceBatch
 from recboard.models.checks import is_fraction, require
-from recboard.models.layers import float32_logits, item_coverage, item_rows, rows_to_items
+from recboard.models.layers import adopt_catalog, float32_logits, item_coverage, rows_to_items
 from recboard.models.negatives import batch_users, check_users, masked_mean, outside, uniform_rows
 
 
@@ -101,11 +101,7 @@ class Caser(nn.Module):
 
     def __init__(self, config: CaserConfig, catalog: ItemCatalog):
         super().__init__()
-        config.check()
-        self.config = config
-        self.n_items = int(catalog.n_items)
-        item_to_row, self.n_known = item_rows(catalog.train_counts)
-        self.register_buffer("item_to_row", item_to_row)
+        adopt_catalog(self, config, catalog)
         d, L, n_rows = config.hidden_size, config.markov_order, self.n_known + 2   # rows: pad, known, unknown
         self.user_embedding = nn.Embedding(check_users(catalog.n_users, "caser"), d)
         self.item_embedding = nn.Embedding(n_rows, d)

@@ -52,7 +52,7 @@ from torch.utils.checkpoint import checkpoint
 
 from recboard.datasets.batches import PAD, ItemCatalog, SequenceBatch
 from recboard.models.checks import is_fraction, require
-from recboard.models.layers import float32_logits, item_coverage, item_rows, rows_to_items
+from recboard.models.layers import adopt_catalog, float32_logits, item_coverage, rows_to_items
 from recboard.models.negatives import glorot_uniform_
 
 
@@ -153,11 +153,7 @@ class GRU4Rec(nn.Module):
 
     def __init__(self, config: GRU4RecConfig, catalog: ItemCatalog):
         super().__init__()
-        config.check()
-        self.config = config
-        self.n_items = int(catalog.n_items)
-        item_to_row, self.n_known = item_rows(catalog.train_counts)
-        self.register_buffer("item_to_row", item_to_row)
+        adopt_catalog(self, config, catalog)
         H, n_rows = config.hidden_size, self.n_known + 2   # rows: pad, known, unknown
         self.Wy = nn.Embedding(n_rows, H, padding_idx=PAD)   # output weights and input embedding
         self.By = nn.Embedding(n_rows, 1)
@@ -169,7 +165,7 @@ class GRU4Rec(nn.Module):
         seen = train_counts > 0
         seen[PAD] = False
         counts = torch.ones(n_rows)
-        counts[item_to_row[seen]] = train_counts[seen]
+        counts[self.item_to_row[seen]] = train_counts[seen]
         self.register_buffer("row_counts", counts)
         self.reset_parameters()
 
