@@ -46,8 +46,13 @@ def sample_negatives(data: SequenceData, kind: str, seed: int, n: int = N_SAMPLE
     user, at, run = 0, 0, 64
     while user < data.n_users:
         users = np.arange(user, min(user + run, data.n_users))
-        drawn, first = stream.blocks(at, len(users))
-        keep = first & ~contains(seen_keys, users[:, None] * (n_items + 1) + drawn)
+        drawn, order, ordered, first = stream.blocks(at, len(users))
+        # each row's items in sorted order make the (user, item) keys one ascending run, so
+        # the search in the seen pairs walks forward instead of jumping across them
+        seen_sorted = contains(seen_keys, users[:, None] * (n_items + 1) + ordered.astype(np.int64))
+        seen = np.empty_like(seen_sorted)
+        np.put_along_axis(seen, order, seen_sorted, axis=1)
+        keep = first & ~seen
         enough = keep.sum(axis=1) >= n
         done = len(users) if enough.all() else int(np.argmin(enough))
         taken = keep[:done] & (np.cumsum(keep[:done], axis=1) <= n)
@@ -55,35 +60,57 @@ def sample_negatives(data: SequenceData, kind: str, seed: int, n: int = N_SAMPLE
         user, at = user + done, at + done
         run = int(np.clip(2 * done, 64, 8192))   # long runs of one-block users: larger steps
         if done < len(users):   # this user reads blocks until it has n negatives
-            out[user], used = one_user(stream.items_from(at), n, set(data.sequence(user).tolist()), block)
+            out[user], used = stream.one_user(at, n, data.sequence(user))
             user, at = user + 1, at + used
     return out
 
 
 class BlockStream:
     """The blocks of ``2 n`` items one ``rng`` yields in turn (``rng.choice(size=2 n, p=p)``
-    each), drawn ahead in large calls, with each block's first occurrences of an item."""
+    each), drawn ahead in large calls, with each block's sort order, its items sorted, and
+    its first occurrences of an item. Blocks before the one last asked for are dropped when
+    more are drawn: readers only move forward."""
+
+    AHEAD = 8192   # blocks drawn at least per call (a block of 2 n items: its order fits int16 for n < 16,384)
 
     def __init__(self, rng: np.random.Generator, p: np.ndarray, block: int):
         self.rng, self.block = rng, block
         self.cdf = p.cumsum()
         self.cdf /= self.cdf[-1]   # as Generator.choice normalises it
-        self.items = np.zeros((0, block), dtype=np.int64)
-        self.first = np.zeros((0, block), dtype=bool)
+        self.base = 0              # the stream index of self.parts' first block
+        self.parts = [np.zeros((0, block), dtype=dtype) for dtype in (np.int32, np.int16, np.int32, bool)]
 
-    def blocks(self, start: int, count: int) -> tuple[np.ndarray, np.ndarray]:
-        if start + count > len(self.items):
-            more = max(start + count - len(self.items), 4096)
+    def blocks(self, start: int, count: int) -> tuple:
+        """(items, order, sorted items, first occurrences), each [count, 2 n], of blocks
+        ``start`` .. ``start + count - 1`` (``start`` never before an earlier call's)."""
+        end = self.base + len(self.parts[0])
+        if start + count > end:
+            more = max(start + count - end, self.AHEAD)
             drawn = self.cdf.searchsorted(self.rng.random(more * self.block), side="right").reshape(more, self.block)
-            self.items = np.concatenate([self.items, drawn])
-            self.first = np.concatenate([self.first, first_occurrences(drawn)])
-        return self.items[start:start + count], self.first[start:start + count]
+            order, ordered = sort_rows(drawn)
+            new = (drawn.astype(np.int32), order.astype(np.int16), ordered.astype(np.int32),
+                   first_occurrences(drawn, order, ordered))
+            self.parts = [np.concatenate([old[start - self.base:], part]) for old, part in zip(self.parts, new)]
+            self.base = start
+        offset = start - self.base
+        return tuple(part[offset:offset + count] for part in self.parts)
 
-    def items_from(self, start: int):
-        """The items of block ``start``, then of the blocks after it, one block at a time."""
+    def one_user(self, start: int, n: int, history: np.ndarray) -> tuple[np.ndarray, int]:
+        """The negatives of a user whose blocks begin at ``start`` and who needs more than
+        one: the loop's rule (items in order, kept when unseen and new, until ``n``) over 2, 4,
+        8, ... blocks at once; (the items, the number of blocks the loop would have read)."""
+        seen = np.zeros(len(self.cdf), dtype=bool)
+        seen[history] = True
+        count = 2
         while True:
-            yield self.blocks(start, 1)[0][0].tolist()
-            start += 1
+            items = self.blocks(start, count)[0].ravel()
+            keep = ~seen[items]
+            keep[keep] = first_occurrences(items[keep][None, :])[0]
+            kept = np.cumsum(keep)
+            if kept[-1] >= n:
+                last = int(np.searchsorted(kept, n))   # where the n-th negative is found
+                return items[keep & (kept <= n)], last // self.block + 1
+            count *= 2
 
 
 def negative_weights(data: SequenceData, kind: str) -> np.ndarray:
@@ -105,10 +132,17 @@ def contains(sorted_keys: np.ndarray, keys: np.ndarray) -> np.ndarray:
     return sorted_keys[at] == keys
 
 
-def first_occurrences(rows: np.ndarray) -> np.ndarray:
-    """[m, k] -> bool [m, k], True where a value appears in its row for the first time."""
+def sort_rows(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(stable argsort of each row, the rows sorted)."""
     order = np.argsort(rows, axis=1, kind="stable")
-    ordered = np.take_along_axis(rows, order, axis=1)
+    return order, np.take_along_axis(rows, order, axis=1)
+
+
+def first_occurrences(rows: np.ndarray, order=None, ordered=None) -> np.ndarray:
+    """[m, k] -> bool [m, k], True where a value appears in its row for the first time
+    (``order`` / ``ordered``: the rows' ``sort_rows``, when already known)."""
+    if order is None:
+        order, ordered = sort_rows(rows)
     repeat = np.zeros_like(rows, dtype=bool)
     repeat[:, 1:] = ordered[:, 1:] == ordered[:, :-1]
     first = np.empty_like(repeat)
@@ -116,7 +150,7 @@ def first_occurrences(rows: np.ndarray) -> np.ndarray:
     return first
 
 
-def one_user(blocks, n: int, seen: set, block: int) -> tuple[np.ndarray, int]:
+def loop_user(blocks, n: int, seen: set, block: int) -> tuple[np.ndarray, int]:
     """One user's negatives as the draw defines them: items of successive blocks, in order,
     until ``n`` distinct unseen ones (the rest of that block is skipped); (the items, the
     number of blocks read). ``blocks`` yields lists of ``block`` items."""
@@ -140,7 +174,7 @@ def reference_negatives(data: SequenceData, kind: str, seed: int, n: int = N_SAM
     rng = np.random.default_rng(seed)
     p = negative_weights(data, kind)
     blocks = iter(lambda: rng.choice(len(p), size=2 * n, p=p).tolist(), None)
-    return np.stack([one_user(blocks, n, set(data.sequence(u).tolist()), 2 * n)[0] for u in range(data.n_users)])
+    return np.stack([loop_user(blocks, n, set(data.sequence(u).tolist()), 2 * n)[0] for u in range(data.n_users)])
 
 
 def cached_negatives(data: SequenceData, protocol: str, seed: int) -> np.ndarray:
