@@ -98,7 +98,7 @@ PRESETS = {
     # the paper's §4.3 (N 200 / 50) and §4.6 (mask 0.2 on ML-20m, 0.4 on Steam). An epoch of
     # either holds 20-45x ML-1m's windows, so fewer epochs and a shorter patience (in
     # evaluations, each a full ranking over 138k / 281k users); not yet measured here
-    "ml-20m": {"max_len": 200, "mask_ratio": 0.2, "epochs": 100, "patience": 10},
+    "ml-20m": {"max_len": 200, "mask_ratio": 0.2, "epochs": 100, "patience": 10, "loss_chunk": 4096},   # as SASRec's
     "steam": {"max_len": 50, "mask_ratio": 0.4, "epochs": 100, "patience": 10},
     # MIND click histories are short and the catalogue is large: a middle mask ratio
     "mind": {"max_len": 50, "mask_ratio": 0.4, "epochs": 30, "patience": 5},

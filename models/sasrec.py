@@ -60,7 +60,10 @@ PRESETS = {
     # sparse Amazon data: the original paper's stronger dropout
     "beauty": {"max_len": 50, "dropout": 0.5, "epochs": 200, "patience": 20},
     # BERT4Rec §4.3: N = 200 on ML-20m, 50 on Steam, for every model; larger data, fewer epochs
-    "ml-20m": {"max_len": 200, "dropout": 0.2, "epochs": 100, "patience": 10},
+    # loss_chunk: the logits of a batch (128 x 200 positions x 26,744 items) would take 2.7 GB and
+    # as much for their gradient; 4,096 positions at a time keep an epoch under 4 GB
+    # (benchmarks/speed/scale.py: 5.7 GB peak without)
+    "ml-20m": {"max_len": 200, "dropout": 0.2, "epochs": 100, "patience": 10, "loss_chunk": 4096},
     "steam": {"max_len": 50, "dropout": 0.2, "epochs": 100, "patience": 10},
     "mind": {"max_len": 50, "dropout": 0.2, "batch_size": 256, "epochs": 30, "patience": 5},
     "synthetic_seq": {"max_len": 20, "hidden_size": 32, "num_layers": 1, "num_heads": 1,

@@ -138,7 +138,7 @@ def time_model(phase: str, data, max_steps: int) -> dict:
             "steps": steps, "epoch_steps": epoch_steps, "peak_gb": peak_gb()}
 
 
-def measure(shape: str, workdir: Path, max_steps: int) -> dict:
+def measure(shape: str, workdir: Path, max_steps: int, phases=PHASES) -> dict:
     users, items, ratings = SHAPES[shape]
     data_dir, cache_dir = workdir / shape / "data", workdir / shape / "cache"
     csv = data_dir / "ratings.csv"
@@ -146,7 +146,7 @@ def measure(shape: str, workdir: Path, max_steps: int) -> dict:
         print(f"[{shape}] generating ratings.csv ...", file=sys.stderr, flush=True)
         generate_ratings(csv, users, items, ratings)
     results = {}
-    for phase in PHASES:
+    for phase in phases:
         if phase == "prepare" and cache_dir.exists():
             import shutil
             shutil.rmtree(cache_dir)
@@ -169,11 +169,14 @@ def report(shapes: list, results: dict) -> str:
     from tabulate import tabulate
 
     base = shapes[0]
-    rows_of = {s: results[s]["prepare"].get("interactions") for s in shapes}
+    rows_of = {s: next((r["interactions"] for r in results[s].values() if "interactions" in r), None)
+               for s in shapes}
     headers = ["figure", *shapes, *[f"{s} / {base}" for s in shapes[1:]]]
     body = [["interactions", *[f"{rows_of[s]:,}" if rows_of[s] else "?" for s in shapes],
              *[f"{rows_of[s] / rows_of[base]:.1f}x" if rows_of[s] and rows_of[base] else "" for s in shapes[1:]]]]
     for phase, label in FIGURES:
+        if not all(phase in results[s] for s in shapes):
+            continue
         for what, unit in (("seconds", "s"), ("peak_gb", "GB peak")):
             cells, values = [], {}
             for s in shapes:
@@ -196,6 +199,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--workdir", help="where the generated files and caches go (default: a temporary folder)")
     parser.add_argument("--max-steps", type=int, default=0,
                         help="time this many training steps and estimate the epoch from them (0: the whole epoch)")
+    parser.add_argument("--phases", default=",".join(PHASES), help=f"comma-separated, of {', '.join(PHASES)}")
     parser.add_argument("--json", help="also write the figures as JSON here")
     parser.add_argument("--phase", choices=PHASES, help=argparse.SUPPRESS)   # one figure, in a child process
     parser.add_argument("--data-dir", help=argparse.SUPPRESS)
@@ -210,7 +214,8 @@ def main(argv=None) -> dict:
         parser.error(f"unknown shape(s) {', '.join(unknown)}; expected some of {', '.join(SHAPES)}")
     with tempfile.TemporaryDirectory() as scratch:
         workdir = Path(args.workdir) if args.workdir else Path(scratch)
-        results = {shape: measure(shape, workdir, args.max_steps) for shape in shapes}
+        phases = [p for p in PHASES if p in args.phases.split(",")]
+        results = {shape: measure(shape, workdir, args.max_steps, phases) for shape in shapes}
     print(report(shapes, results))
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
