@@ -214,3 +214,32 @@ def test_click_sequences_carry_their_users_through_the_runner():
     result = run(resolve("bpr_mf", "synthetic_mind", ["device=cpu", "epochs=2", "max_steps_per_epoch=5"]),
                  tracking=False)
     assert 0.0 <= result.test_metrics["AUC"] <= 1.0
+
+
+def test_bpr_mf_sparse_updates_learn_and_move_only_the_rows_a_batch_read():
+    model, pop = runner_metrics_vs_pop("bpr_mf", ["device=cpu", "sparse_updates=true"])
+    assert model["NDCG@10"] > max(4 * pop["NDCG@10"], pop["NDCG@10"] + 0.25), (model, pop)
+
+    from recboard.benchmarks.training.runner import make_optimizer
+    data = planted_data(n_users=120)
+    cfg = resolve("bpr_mf", "synthetic_seq", ["device=cpu", "sparse_updates=true"])
+    torch.manual_seed(0)
+    net = model_class("bpr_mf")(cfg.model, data.catalog())
+    optimizer = make_optimizer(net, cfg, torch.device("cpu"))
+    assert isinstance(optimizer, torch.optim.SparseAdam)
+    seqs, users = windows(data, 20)
+    before = net.user_embedding.weight.detach().clone()
+    loss = net.loss(SequenceBatch(seqs[:8], user=users[:8]))
+    loss.backward()
+    assert net.user_embedding.weight.grad.is_sparse
+    optimizer.step()
+    moved = (net.user_embedding.weight.detach() != before).any(dim=1)
+    assert moved[:8].all() and not moved[8:].any()
+
+
+def test_sparse_updates_refuse_weight_decay_by_name():
+    from recboard.benchmarks.training.runner import make_optimizer
+    cfg = resolve("bpr_mf", "synthetic_seq", ["device=cpu", "sparse_updates=true", "weight_decay=0.01"])
+    net = model_class("bpr_mf")(cfg.model, planted_data(n_users=20).catalog())
+    with pytest.raises(ConfigError, match="weight_decay=0.01"):
+        make_optimizer(net, cfg, torch.device("cpu"))

@@ -41,3 +41,17 @@ def test_checkpoint_of_another_format_is_refused_with_advice(tmp_path):
     torch.save({"epoch": 2, "config_digest": "x"}, tmp_path / FILE)
     with pytest.raises(RuntimeError, match=r"another version of recboard \(format 1, expected 2\); delete it"):
         Checkpointer(tmp_path, cfg).load(torch.nn.Linear(1, 1), None)
+
+
+def test_clip_gradients_takes_sparse_tables_as_their_dense_equivalent():
+    from recboard.benchmarks.training.trainer import clip_gradients
+    table = torch.nn.Embedding(5, 2, sparse=True)
+    bias = torch.nn.Parameter(torch.zeros(1))
+    model = torch.nn.ModuleDict({"table": table})
+    model.register_parameter("bias", bias)
+    # row 1 read twice: its gradient is (3, 0) + (3, 0) = (6, 0); row 3 gets (0, 8); bias 0
+    weights = torch.tensor([[3.0, 0.0], [3.0, 0.0], [0.0, 8.0]])
+    ((table(torch.tensor([1, 1, 3])) * weights).sum() + 0 * bias.sum()).backward()
+    clip_gradients(model, 5.0)   # norm sqrt(36 + 64) = 10 -> scaled by 1/2
+    assert torch.allclose(table.weight.grad.to_dense()[[1, 3]], torch.tensor([[3.0, 0.0], [0.0, 4.0]]))
+    assert table.weight.grad.to_dense()[[0, 2, 4]].abs().sum() == 0

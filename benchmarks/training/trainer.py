@@ -31,6 +31,23 @@ class NonFiniteLossError(RuntimeError):
     pass
 
 
+def clip_gradients(model: torch.nn.Module, max_norm: float) -> None:
+    """``clip_grad_norm_`` over all gradients, sparse ones (sparse embedding tables) included,
+    which torch's own cannot take: a sparse gradient counts with its coalesced values."""
+    grads = [p for p in model.parameters() if p.grad is not None]
+    if not any(p.grad.is_sparse for p in grads):
+        torch.nn.utils.clip_grad_norm_(grads, max_norm)
+        return
+    for p in grads:
+        if p.grad.is_sparse:
+            p.grad = p.grad.coalesce()   # repeated rows summed, so the values' norm is the gradient's
+    values = [p.grad._values() if p.grad.is_sparse else p.grad for p in grads]
+    total = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(v) for v in values]))
+    scale = torch.clamp(max_norm / (total + 1e-6), max=1.0)
+    for v in values:
+        v.mul_(scale)
+
+
 @dataclass
 class TrainState:
     epoch: int = 0                    # epochs finished
@@ -209,7 +226,7 @@ class Trainer:
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if t.grad_clip:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip)
+                clip_gradients(model, t.grad_clip)
             optimizer.step()
             total += loss.detach().float()
             steps += 1
