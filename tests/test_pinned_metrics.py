@@ -11,7 +11,10 @@ issue 19, trained cases moved up to 1.15e-4 from the pins (BERT4Rec, 3 epochs: b
 trained, so near-tied scores flip ranks), counted ones (pop, random) not at all. So trained
 cases get TRAINED_TOLERANCE, about 9x the largest spread seen and still far below what a
 change in behaviour moves (a masking or sampling bug shifts these metrics by 1e-2 or more),
-and counted ones stay exact to float precision."""
+and counted ones stay exact to float precision.
+
+A case whose model's preset changed since spells out the keys it pinned (BERT4Rec on
+synthetic_mind: max_len=50, window_step=0, the preset before overlapping windows)."""
 import json
 from pathlib import Path
 

@@ -39,3 +39,38 @@ def test_every_figure_is_measured_and_reported(tmp_path):
     assert all(r["seconds"] >= 0 and r["peak_gb"] > 0 for r in results.values())
     text = scale.report(["tiny", "tiny2"], {"tiny": results, "tiny2": results})
     assert "| SASRec epoch (s)" in text and "(est.)" in text and "1.0x" in text
+
+
+def test_generated_mind_folders_read_as_mind_with_the_shape_asked_for(tmp_path):
+    from recboard.benchmarks.speed.mind_shape import MIND_SHAPES, generate_mind
+    from recboard.datasets.registry import load_dataset
+
+    users, news, train, dev = MIND_SHAPES["mind-tiny"]
+    generate_mind(tmp_path / "data", "mind-tiny")
+    lines = (tmp_path / "data" / "train" / "behaviors.tsv").read_text().splitlines()
+    assert len(lines) == train
+    history_of = {}
+    for line in lines:
+        _, user, _, history, shown = line.split("\t")
+        candidates = [token.rsplit("-", 1) for token in shown.split()]
+        assert len({c for c, _ in candidates}) == len(candidates), "a news shown twice in one impression"
+        assert 1 <= sum(label == "1" for _, label in candidates) <= 2
+        assert history_of.setdefault(user, history) == history, "a user's history changed within the split"
+    data = load_dataset("mind_large", data_dir=tmp_path / "data", cache_dir=tmp_path / "cache")
+    stats = data.stats
+    assert stats["news"] == news and stats["missing_news_refs"] == 0   # every referenced news is in a news.tsv
+    assert stats["train_impressions"] + stats["valid_impressions"] == train and stats["test_impressions"] == dev
+    assert 0.8 * users <= data.n_users <= users
+    assert 20 <= stats["mean_history_len"] <= 45 and 30 <= stats["mean_candidates"] <= 45   # MIND: ~33, ~37
+
+
+def test_news_figures_are_measured_and_reported(tmp_path):
+    data_dir, cache_dir = tmp_path / "mind-tiny" / "data", tmp_path / "mind-tiny" / "cache"
+    scale.generate("mind-tiny", data_dir)
+    results = {phase: scale.run_phase(phase, data_dir, cache_dir, max_steps=0, news=True)
+               for phase in scale.NEWS_PHASES}
+    assert results["load"]["interactions"] == results["prepare"]["interactions"] == sum(scale.MIND_SHAPES["mind-tiny"][2:])
+    assert results["dev_evaluation"]["impressions"] == scale.MIND_SHAPES["mind-tiny"][3]
+    assert 0 <= results["dev_evaluation"]["AUC"] <= 1
+    text = scale.report(["mind-tiny", "again"], {"mind-tiny": results, "again": results})
+    assert text.splitlines()[2].startswith("| impressions") and "| NRMS dev evaluation (s)" in text

@@ -1,0 +1,1 @@
+"""Side-by-side checks of recboard against peer libraries, run in their own environments."""

@@ -1,0 +1,153 @@
+"""Peer check (issue 22): recboard's ML-1m rows against RecBole 1.2.1's, side by side.
+
+For each model, in one invocation and one after the other (never at once), both one-threaded:
+recboard's own run (ML-1m, ``protocol=sampled-pop100``, its ML-1m preset, CPU), then
+``recbole_ml1m.py`` under RecBole's virtualenv (``--recbole-python``). The table gives both
+test HR@10 / NDCG@10, and the training time to the same validation quality: RecBole's best
+validation NDCG@10 is the level; ours is the training seconds until our first epoch at or
+above it ("never" if none), RecBole's the seconds to its best epoch; ratio = RecBole / ours.
+
+Caveat: the validation (and test) candidates are not the same 100 items: each tool draws
+its own 100 popularity-sampled negatives per user, so the level is comparable in
+distribution, not example by example. Training seconds exclude validation on both sides.
+
+    OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 python -m recboard.benchmarks.peers.compare_recbole \\
+        --models bpr_mf,ncf,fpmc --seed 1 --json /tmp/peers/compare.json
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+DATA_DIR = HERE.parents[1].parent / "shared" / "data" / "ml-1m"   # the checkout's ../shared/data
+ONE_THREAD = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+
+
+def time_to_reach(curve: list, level: float):
+    """Training seconds at the first epoch whose validation metric is >= ``level``; None if
+    no epoch reaches it. ``curve``: [(epoch, cumulative training seconds, metric)] in order."""
+    for _epoch, seconds, value in curve:
+        if value >= level:
+            return seconds
+    return None
+
+
+def best_point(curve: list) -> tuple:
+    """(epoch, seconds, metric) of the best epoch; the first one on ties, as early stopping keeps."""
+    best = curve[0]
+    for point in curve[1:]:
+        if point[2] > best[2]:
+            best = point
+    return tuple(best)
+
+
+def ratio(theirs, ours):
+    return None if theirs is None or not ours else theirs / ours
+
+
+def run_ours(model: str, seed: int, epochs: int, data_dir: str) -> dict:
+    """recboard's run, as ``bench run`` makes it, with cumulative training seconds per epoch.
+    The history records each epoch's train + validation time only, so ``Trainer.train_epoch``
+    is timed here (wrapped for this run, restored after)."""
+    import torch
+    from recboard.benchmarks import config as C
+    from recboard.benchmarks.training import trainer as T
+    from recboard.benchmarks.training.runner import run
+
+    torch.set_num_threads(1)
+    sets = ["protocol=sampled-pop100", "device=cpu", f"seed={seed}", "save_model=false"]
+    if epochs:
+        sets.append(f"epochs={epochs}")
+    cfg = C.resolve(model, "ml-1m", sets)
+    train_seconds, original = [], T.Trainer.train_epoch
+
+    def timed(self, *args, **kwargs):
+        start = time.perf_counter()
+        try:
+            return original(self, *args, **kwargs)
+        finally:
+            train_seconds.append(time.perf_counter() - start)
+
+    T.Trainer.train_epoch = timed
+    try:
+        result = run(cfg, data_dir=data_dir, tracking=False)
+    finally:
+        T.Trainer.train_epoch = original
+    metric = f"valid/{cfg.train.metric}"
+    epochs_run = [h for h in result.history if h.get("epoch", 0) > 0]
+    cumulative, curve = 0.0, []
+    for h, seconds in zip(epochs_run, train_seconds):
+        cumulative += seconds
+        curve.append([h["epoch"], round(cumulative, 3), float(h[metric])])
+    return {"model": model, "seed": seed, "test": {k: float(result.test_metrics[k]) for k in ("HR@10", "NDCG@10")},
+            "valid_curve": curve, "best_epoch": result.best_epoch, "train_seconds": round(result.train_time_s, 3)}
+
+
+def run_recbole(model: str, seed: int, epochs: int, python: str, data: str) -> dict:
+    cmd = [python, str(HERE / "recbole_ml1m.py"), "--model", model, "--seed", str(seed), "--data", data]
+    if epochs:
+        cmd += ["--epochs", str(epochs)]
+    out = subprocess.run(cmd, env={**os.environ, **ONE_THREAD}, stdout=subprocess.PIPE, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])   # the script's last line is its JSON
+
+
+def compare(ours: dict | None, theirs: dict) -> dict:
+    """One table row: both tests, and each side's training time to RecBole's best validation."""
+    r_epoch, r_seconds, level = best_point(theirs["valid_curve"])
+    ours_s = time_to_reach(ours["valid_curve"], level) if ours else None
+    return {"model": theirs["model"], "level": level, "recbole_best_epoch": r_epoch, "recbole_seconds": r_seconds,
+            "ours_seconds": ours_s, "ratio": ratio(r_seconds, ours_s),
+            "ours_test": ours and ours["test"], "recbole_test": theirs["test"]}
+
+
+def fmt(x, spec=".4f") -> str:
+    return "-" if x is None else format(x, spec)
+
+
+def table(rows: list) -> str:
+    lines = ["| model | ours HR@10 | ours NDCG@10 | RecBole HR@10 | RecBole NDCG@10 | RecBole best valid NDCG@10 "
+             "(epoch) | ours s to it | RecBole s to it | ratio RecBole/ours |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        ours = r["ours_test"] or {}
+        ours_s = ("never" if r["ours_test"] else "not run") if r["ours_seconds"] is None else fmt(r["ours_seconds"], ".0f")
+        lines.append(f"| {r['model']} | {fmt(ours.get('HR@10'))} | {fmt(ours.get('NDCG@10'))} | "
+                     f"{fmt(r['recbole_test']['HR@10'])} | {fmt(r['recbole_test']['NDCG@10'])} | "
+                     f"{fmt(r['level'])} ({r['recbole_best_epoch']}) | {ours_s} | {fmt(r['recbole_seconds'], '.0f')} | "
+                     f"{fmt(r['ratio'], '.2f')} |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--models", default="bpr_mf,ncf,fpmc")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--epochs", type=int, default=0, help="epoch cap on both sides (0 = recboard's preset)")
+    parser.add_argument("--recbole-python", default="/tmp/recbole-venv/bin/python")
+    parser.add_argument("--data-dir", default=DATA_DIR, help="holds ml-1m.txt (read by both)")
+    parser.add_argument("--skip-ours", default="", help="models whose recboard run is skipped (comma-separated)")
+    parser.add_argument("--json", help="write every run and row here (rewritten after each model)")
+    args = parser.parse_args(argv)
+    os.environ.update(ONE_THREAD)
+    skip, runs, rows = set(filter(None, args.skip_ours.split(","))), [], []
+    for model in filter(None, args.models.split(",")):
+        ours = None if model in skip else run_ours(model, args.seed, args.epochs, args.data_dir)
+        theirs = run_recbole(model, args.seed, args.epochs, args.recbole_python,
+                             str(Path(args.data_dir) / "ml-1m.txt"))
+        runs.append({"ours": ours, "recbole": theirs})
+        rows.append(compare(ours, theirs))
+        print(f"done {model}: {json.dumps(rows[-1])}", file=sys.stderr)
+        if args.json:   # after each model, so a long invocation cut short keeps what it measured
+            Path(args.json).write_text(json.dumps({"seed": args.seed, "runs": runs, "rows": rows}, indent=1))
+    print(table(rows))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
