@@ -36,6 +36,7 @@ PREFIX = {"mind_small": "MINDsmall", "mind_large": "MINDlarge", "mind_demo": "MI
 # Content-Length and their sha256 is printed (docs/data.md, Downloads). Add a pair here once known.
 CHECKSUMS: dict = {}
 VALID_FRACTION = 0.1
+BLOCK_LINES = 250_000   # behaviors.tsv lines parsed at a time (read_impressions)
 TIME_FORMAT = "%m/%d/%Y %I:%M:%S %p"
 NEWS_FORMAT = ("NewsID<tab>Category<tab>SubCategory<tab>Title<tab>Abstract<tab>URL<tab>"
                "TitleEntities<tab>AbstractEntities")
@@ -174,13 +175,13 @@ def news_table(paths: list) -> tuple:
             ["", "", *first["category"].to_list()], int(first["extra_tabs"].sum()))
 
 
-def read_behaviors(path: Path):
-    """behaviors.tsv -> one row per impression with validated, still-string fields."""
+def parse_behaviors(lines, path: Path):
+    """behaviors.tsv lines (``P.read_lines``' frame, or a slice of it) -> one row per impression
+    with validated, still-string fields."""
     import polars as pl
 
     from recboard.datasets import parsing as P
-    df = P.split_fields(P.read_lines(path, BEHAVIORS_FORMAT), path, "\t",
-                        ["imp_id", "user", "time_str", "hist", "imps"], BEHAVIORS_FORMAT)
+    df = P.split_fields(lines, path, "\t", ["imp_id", "user", "time_str", "hist", "imps"], BEHAVIORS_FORMAT)
     df = P.to_int(df, path, {"imp_id": "ImpressionID (field 1)"})
     df = df.with_columns(pl.col("user").str.strip_chars(),
                          pl.col("time_str").str.strip_chars().str.strptime(pl.Datetime("ms"), TIME_FORMAT, strict=False)
@@ -192,6 +193,37 @@ def read_behaviors(path: Path):
         if len(rows):
             raise P.format_error(path, rows["line_no"][0], expected, got=rows[col][0])
     return df.select("line_no", "user", "time", _tokens("hist"), _tokens("imps"))
+
+
+def read_impressions(path: Path, news_ids: list, missing: dict):
+    """behaviors.tsv -> (its UserIDs, one per impression; its ``Impressions``, whose ``user``
+    the caller fills once every file's users are known).
+
+    Parsed ``BLOCK_LINES`` lines at a time: the token lists of a whole file (MIND-large's
+    train: ~180M history and candidate tokens) took 8.1 GB at once; a block's take a tenth."""
+    import polars as pl
+
+    from recboard.datasets import parsing as P
+    lines = P.read_lines(path, BEHAVIORS_FORMAT)
+    users, blocks = [], []
+    for start in range(0, len(lines), BLOCK_LINES):
+        df = parse_behaviors(lines.slice(start, BLOCK_LINES), path)
+        users.append(df["user"])
+        blocks.append(_impressions(df, path, news_ids, missing))
+    return pl.concat(users), concat_impressions(blocks)
+
+
+def concat_impressions(blocks: list) -> Impressions:
+    """One ``Impressions`` of ``blocks`` in order (offsets shifted)."""
+    def offsets(name: str) -> np.ndarray:
+        parts = [getattr(b, name) for b in blocks]
+        bases = np.cumsum([0] + [p[-1] for p in parts[:-1]])
+        return np.concatenate([np.zeros(1, np.int64), *[p[1:] + base for p, base in zip(parts, bases)]])
+
+    def values(name: str) -> np.ndarray:
+        return np.concatenate([getattr(b, name) for b in blocks])
+    return Impressions(values("user"), values("time"), offsets("hist_offsets"), values("hist"),
+                       offsets("cand_offsets"), values("cand"), values("label"))
 
 
 def _tokens(column: str):
@@ -227,7 +259,8 @@ def _candidates(df, path: Path):
     return cand.select("line_no", "news", "label")
 
 
-def _impressions(df, path: Path, news_ids: list, user_ids, missing: dict) -> Impressions:
+def _impressions(df, path: Path, news_ids: list, missing: dict) -> Impressions:
+    """One block of parsed behaviors -> ``Impressions`` (``user`` left 0: see ``read_impressions``)."""
     import polars as pl
     news_idx = pl.int_range(0, len(news_ids), eager=True).cast(pl.Int32)
     hist = df["hist"].explode().drop_nulls()
@@ -239,13 +272,11 @@ def _impressions(df, path: Path, news_ids: list, user_ids, missing: dict) -> Imp
         missing["refs"] += int(unknown.sum())
         missing["ids"].update(series.filter(unknown).unique().to_list())
         mapped.append(idx.to_numpy())
-    user = df["user"].replace_strict(user_ids, pl.int_range(0, len(user_ids), eager=True),
-                                     return_dtype=pl.Int32).to_numpy()
     hist_off = np.zeros(len(df) + 1, dtype=np.int64)
     np.cumsum(df["hist"].list.len().to_numpy(), out=hist_off[1:])
     cand_off = np.zeros(len(df) + 1, dtype=np.int64)
     np.cumsum(df["imps"].list.len().to_numpy(), out=cand_off[1:])
-    return Impressions(user, df["time"].to_numpy().astype(np.int64), hist_off, mapped[0].astype(np.int32),
+    return Impressions(np.zeros(len(df), np.int32), df["time"].to_numpy().astype(np.int64), hist_off, mapped[0].astype(np.int32),
                        cand_off, mapped[1].astype(np.int32), cand["label"].to_numpy().astype(np.int8))
 
 
@@ -259,11 +290,14 @@ def build(name: str, data_dir, download: bool):
         train_news.read_bytes() == dev_news.read_bytes()
     news_ids, titles, categories, extra_tabs = news_table([train_news] if same_news else [train_news, dev_news])
 
-    train_df, dev_df = read_behaviors(train_beh), read_behaviors(dev_beh)
-    user_ids = pl.concat([train_df["user"], dev_df["user"]]).unique().sort()
     missing = {"refs": 0, "ids": set()}
-    official_train = _impressions(train_df, train_beh, news_ids, user_ids, missing)
-    test = in_time_order(_impressions(dev_df, dev_beh, news_ids, user_ids, missing))
+    (train_users, official_train), (dev_users, dev) = (read_impressions(path, news_ids, missing)
+                                                       for path in (train_beh, dev_beh))
+    user_ids = pl.concat([train_users, dev_users]).unique().sort()
+    for users, block in ((train_users, official_train), (dev_users, dev)):
+        block.user = users.replace_strict(user_ids, pl.int_range(0, len(user_ids), eager=True),
+                                          return_dtype=pl.Int32).to_numpy()
+    test = in_time_order(dev)
     train, valid = time_split(official_train)
 
     blocks = (train, valid, test)

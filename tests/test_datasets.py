@@ -141,6 +141,22 @@ def test_mind_parses_news_splits_and_missing_news(tmp_path):
     assert list(data.train.history(first)) == [UNKNOWN_NEWS]
 
 
+def test_mind_reads_behaviors_in_blocks_as_one(tmp_path, monkeypatch):
+    whole = mind.build("mind_small", mind_dir(tmp_path), download=False)
+    monkeypatch.setattr(mind, "BLOCK_LINES", 3)                        # 10 train lines: 4 blocks
+    blocks = mind.build("mind_small", mind_dir(tmp_path), download=False)
+    assert blocks.stats == whole.stats and blocks.n_users == whole.n_users
+    for split in ("train", "valid", "test"):
+        a, b = getattr(whole, split), getattr(blocks, split)
+        for field in ("user", "time", "hist_offsets", "hist", "cand_offsets", "cand", "label"):
+            assert np.array_equal(getattr(a, field), getattr(b, field)), (split, field)
+    # a bad line in a later block is still named by its line in the file
+    rows = [f"{i}\tU2\t11/11/2019 {i}:30:00 PM\tN1\tN2-1 N3-0" for i in range(1, 11)]
+    rows[7] = "8\tU2\t11/11/2019 8:30:00 PM\tN1\tN2-1 N3-2"
+    with pytest.raises(DataFormatError, match=r"behaviors.tsv, line 8: .*label 0 or 1"):
+        mind.build("mind_small", mind_dir(tmp_path / "bad", train_rows=rows), download=False)
+
+
 def test_mind_accepts_train_dev_layout_and_nested_zip_folder(tmp_path):
     d = mind_dir(tmp_path)
     (d / "MINDsmall_train").rename(d / "train")
