@@ -70,14 +70,22 @@ def _markdown_table(table: Table) -> str:
         train = row.get("train_time_s") if number(row.get("train_time_s")) is not None else row.get("wall_time_s")
         times = f"{duration(train)} / {duration(row.get('wall_time_s'))}"
         label = name + (f" {STILL_IMPROVING}" if str(row.get("still_improving")) == "True" else "")
-        body.append([label, "this repo"] + cells + [str(int(row.get("n_seeds") or 1)), times, row.get("device") or "",
-                                                   count_text(row.get("n_params")), run_cell(row)])
+        body.append([label, source_of(row, "this repo"), *cells, str(int(row.get("n_seeds") or 1)), times,
+                     row.get("device") or "", count_text(row.get("n_params")), run_cell(row)])
     for ref in table.published:
         body.append([ref.model, f"published [{ref.citation}]"]
                     + [ref.text.get(m, NOT_REPORTED) for m in metrics] + blank)
     headers = ["Model", "Source", *metrics, "Seeds", "Train / wall", "Device", "Params", "Run @ commit"]
     return tabulate(body, headers=headers, tablefmt="github", disable_numparse=True,
                     colalign=("left", "left") + ("right",) * (len(metrics) + 2) + ("left", "right", "left"))
+
+
+RESCORED = "re-scored"
+
+
+def source_of(row, ours: str) -> str:
+    """``ours``, or ``ours, re-scored`` for a ``bench eval`` row (trained under another protocol)."""
+    return f"{ours}, {RESCORED}" if row.get("kind") == "eval" else ours
 
 
 SAMPLED_NOTE = (
@@ -145,7 +153,7 @@ def _records(table: Table) -> list:
     for name, row in table.ours.items():
         if row is None:
             continue
-        rec = {**key, "model": name, "source": "ours", "citation": None}
+        rec = {**key, "model": name, "source": source_of(row, "ours"), "citation": None}
         rec.update({m: number(row.get(m)) for m in metrics})
         rec.update({f"{m} std": number(row.get(f"{m} std")) for m in metrics})
         rec.update({"n_seeds": int(row.get("n_seeds") or 1), "selected_by": row.get("selected_by"),
@@ -171,7 +179,9 @@ def _render_markdown(tables, references: References, commit: str, date: str, sen
              "they were measured on. A model has a row where a run of ours exists for that data and "
              f"protocol. {NOT_REPORTED}: not reported by the source; {STILL_IMPROVING}: the run (or a seed "
              "of the group) stopped while its validation metric was still improving, so the number "
-             "understates the model.", ""]
+             f"understates the model; {RESCORED}: the saved best weights of runs trained and early-stopped "
+             "under another protocol (selected on its validation split), scored on this one by `bench eval` "
+             "without training; their train time is the source runs', their wall time the scoring's.", ""]
     if not tables:
         lines += ["No finished runs with test metrics were found in the records or the MLflow store.", ""]
     cited = set()

@@ -124,8 +124,8 @@ PRESETS = {
     # real titles: the title encoder at NRMS's size (the tower's defaults), not the small one
     # above (+.02 AUC on one seed, docs/text-tower.md); patience 10. Overlapping windows (a
     # start every 5 items, ~4x the rows) as on synthetic_mind, at lr 1e-3: one window per
-    # sequence at lr 3e-3 gave test AUC .730 +- .011 (seeds 1-3; seed 1 validation .757, with
-    # windows .784 by epoch 25)
+    # sequence at lr 3e-3 gave test AUC .730 +- .011 (seeds 1-3), with windows .741 +- .022
+    # (validation .761 -> .784), at about twice the training time
     "mind_titles_cold": {"max_len": 20, "window_step": 5, "lr": 1e-3, "text_negatives": 256, "patience": 10},
 }
 

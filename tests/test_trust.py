@@ -90,6 +90,25 @@ def test_eval_reproduces_the_test_metrics_and_rescoring_gives_sampled_numbers(in
     assert tags["recboard.source_run"] == source["mlflow_run_id"] and tags["recboard.kind"] == "eval"
 
 
+def test_eval_of_a_seed_group_rescores_every_seed_into_one_leaderboard_row(in_home, tmp_path):
+    from recboard.leaderboard import render
+
+    _, out = in_home
+    source, path = out["group"], tmp_path / "group.json"
+    assert cli.main(["eval", "--run", source["group_run_id"], "--set", "protocol=sampled-pop100",
+                     "--json", str(path)]) == 0
+    group = json.loads(path.read_text())
+    assert group["seeds"] == [1, 2, 3] and group["protocol"] == "sampled-pop100" and group["group_run_id"]
+    for rescored, trained in zip(group["runs"], source["runs"]):
+        assert rescored["valid_metrics"] == pytest.approx(trained["valid_metrics"])   # each seed's own selection
+        assert rescored["metrics"]["HR@10"] > trained["metrics"]["HR@10"]
+    assert group["metrics"]["NDCG@10"] == pytest.approx(np.mean([r["metrics"]["NDCG@10"] for r in group["runs"]]))
+    sampled = render.build(datasets=["synthetic_seq"], references=False).split("popularity-sampled negatives)")[1]
+    sasrec = [line for line in sampled.split("### ")[0].splitlines() if line.startswith("| sasrec")]
+    assert len(sasrec) == 1 and "|       3 |" in sasrec[0] and f"{group['metrics']['NDCG@10']:.4f}" in sasrec[0]
+    assert "| this repo, re-scored |" in sasrec[0]
+
+
 def test_leaderboard_shows_groups_eval_runs_and_significance(in_home):
     from recboard.leaderboard import render
 

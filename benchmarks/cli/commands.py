@@ -182,8 +182,14 @@ def group_table(group) -> str:
 
 
 def cmd_eval(args) -> int:
-    from recboard.benchmarks.experiments.rescore import evaluate_saved
+    from recboard.benchmarks.experiments.rescore import evaluate_saved, evaluate_saved_group, is_group
 
+    if is_group(args.run):
+        group = evaluate_saved_group(args.run, args.set, data_dir=args.data_dir, cache_dir=args.cache_dir,
+                                     tracking=not args.no_track)
+        return report(args, group_table(group),
+                      group.group_run_id and f"mlflow seed group {group.group_run_id} (source group {args.run})",
+                      group.to_json())
     result = evaluate_saved(args.run, args.set, data_dir=args.data_dir, cache_dir=args.cache_dir,
                             tracking=not args.no_track)
     return report(args, metrics_table([result]),

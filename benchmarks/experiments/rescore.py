@@ -2,9 +2,14 @@
 protocol, without training, as a new MLflow run (kind ``eval``) linked to its source by
 ``recboard.source_run``. Selection still happened on the source run's validation split, so
 the eval run carries the source's ``best_valid/*`` metrics.
+
+A seed group (``bench run --seeds``) is re-scored seed by seed into a group of its own
+(``evaluate_saved_group``): the leaderboard then folds the eval runs into one ``mean ± std``
+row as it does the training runs, instead of showing whichever seed validated best.
 """
 from __future__ import annotations
 
+import contextlib
 import time
 
 from recboard.benchmarks import config as C
@@ -15,7 +20,7 @@ from recboard.models.registry import model_class
 
 
 def evaluate_saved(run_id: str, sets=None, *, data=None, data_dir=None, cache_dir=None,
-                   store: str | None = None, tracking: bool = True):
+                   store: str | None = None, tracking: bool = True, extra_tags: dict | None = None):
     """Score the saved best weights of ``run_id`` on the test split, with ``sets`` (e.g.
     ``protocol=sampled-pop100``) applied over the saved config. Returns a ``RunResult``."""
     from recboard.benchmarks.training import runner
@@ -39,7 +44,40 @@ def evaluate_saved(run_id: str, sets=None, *, data=None, data_dir=None, cache_di
     evaluator = route.evaluator("test", cfg, device)
     test = evaluator.evaluate(model, autocast_dtype(cfg.train, device), keep_examples=tracking)
     return _record_eval(run_id, source, cfg, data, model, test, evaluator.examples, device,
-                        time.perf_counter() - start, tracking)
+                        time.perf_counter() - start, tracking, extra_tags)
+
+
+def is_group(run_id: str, store: str | None = None) -> bool:
+    return T.get_run(run_id, store).data.tags.get("recboard.kind") == "group"
+
+
+def evaluate_saved_group(group_id: str, sets=None, *, data_dir=None, cache_dir=None, store: str | None = None,
+                         tracking: bool = True):
+    """Re-score every seed of the seed group ``group_id`` (its parent run) with ``sets``, as
+    a new group (tagged ``recboard.source_run`` = ``group_id``). Returns a ``GroupResult``."""
+    from recboard.benchmarks.experiments.seeds import close_group, group_result, open_group
+
+    members = T.search_runs(T.tag_filter({"recboard.group": group_id, "recboard.kind": "run"}, status="FINISHED"),
+                            store, output_format="list")
+    if not members:
+        raise SavedRunError(f"seed group {group_id} has no finished seed runs to re-score")
+    members.sort(key=lambda run: int(run.data.tags.get("recboard.seed", 0)))
+    seeds = [int(run.data.tags.get("recboard.seed", 0)) for run in members]
+    saved, _ = saved_model(members[0].info.run_id, store)
+    cfg = C.resolve(saved["model"], saved["dataset"], {**saved["config"], **C.as_updates(sets)})
+    data = load_dataset(cfg.dataset_name, data_dir=data_dir, cache_dir=cache_dir)
+    name = f"eval {cfg.model_name}@{cfg.dataset_name} ({cfg.train.protocol}) x{len(seeds)} seeds"
+    parent = open_group(cfg, seeds, data, name, {"recboard.source_run": group_id}) if tracking else None
+    from recboard.benchmarks.training import runner
+    with runner.ending_status(parent) if parent else contextlib.nullcontext():
+        results = [evaluate_saved(run.info.run_id, sets, data=data, store=store, tracking=tracking,
+                                  extra_tags={"recboard.seed": str(seed),
+                                              **({"recboard.group": parent.run_id} if parent else {})})
+                   for seed, run in zip(seeds, members)]
+        group = group_result(cfg, seeds, results, parent.run_id if parent else None)
+        if parent:
+            close_group(parent, group)
+    return group
 
 
 def _source_summary(run_id: str, store: str | None) -> dict:
@@ -54,7 +92,7 @@ def _source_summary(run_id: str, store: str | None) -> dict:
             "still_improving": data.tags.get(T.STILL_IMPROVING_TAG) == "true"}
 
 
-def _record_eval(run_id, source, cfg, data, model, test, examples, device, wall_time_s, tracking):
+def _record_eval(run_id, source, cfg, data, model, test, examples, device, wall_time_s, tracking, extra_tags):
     from recboard.benchmarks.training import runner
 
     n_params = sum(p.numel() for p in model.parameters())
@@ -66,8 +104,9 @@ def _record_eval(run_id, source, cfg, data, model, test, examples, device, wall_
                           fingerprint=data.stats.get("fingerprint", "in-memory"), **runner.data_tags(data))
         tags.update(runner.variant_tag(model))
         tags[T.STILL_IMPROVING_TAG] = str(source["still_improving"]).lower()
+        tags.update(extra_tags or {})
         tracker = T.Tracker(f"eval {cfg.model_name}@{cfg.dataset_name} ({cfg.train.protocol})", tags,
-                            {**cfg.flat(), "model.n_params": n_params})
+                            {**cfg.flat(), "model.n_params": n_params}, nested="recboard.group" in tags)
     with runner.ending_status(tracker):
         tracker.log_metrics({**{f"best_valid/{k}": v for k, v in source["valid"].items()},
                              **{f"test/{k}": v for k, v in test.items()}, "best_epoch": source["best_epoch"],

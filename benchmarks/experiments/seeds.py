@@ -69,7 +69,7 @@ def run_seeds(cfg, seeds: list, *, data=None, data_dir=None, cache_dir=None, tra
     data = data if data is not None else load_dataset(cfg.dataset_name, data_dir=data_dir, cache_dir=cache_dir)
     from recboard.benchmarks.distributed import is_main
     # under torchrun only rank 0 records, as for a single run
-    parent = _open_group(cfg, seeds, data, run_name, extra_tags) if (tracking and is_main()) else None
+    parent = open_group(cfg, seeds, data, run_name, extra_tags) if (tracking and is_main()) else None
     results = []
     with runner.ending_status(parent) if parent else contextlib.nullcontext():
         for seed in seeds:
@@ -80,17 +80,22 @@ def run_seeds(cfg, seeds: list, *, data=None, data_dir=None, cache_dir=None, tra
                 tags["recboard.group"] = parent.run_id
             results.append(runner.run(seeded, data=data, tracking=tracking, nested=True, progress=progress,
                                       run_name=f"{cfg.model_name}@{cfg.dataset_name} seed {seed}", extra_tags=tags))
-        group = _group_result(cfg, seeds, results, parent.run_id if parent else None)
+        group = group_result(cfg, seeds, results, parent.run_id if parent else None)
         if parent:
-            parent.log_metrics({**{f"test/{k}": v for k, v in group.metrics.items()},
-                                **{f"test_std/{k}": v for k, v in group.metrics_std.items()},
-                                **{f"best_valid/{k}": v for k, v in group.valid_metrics.items()},
-                                "n_seeds": len(seeds)})
-            parent.set_tags({STILL_IMPROVING_TAG: str(group.still_improving).lower()})
+            close_group(parent, group)
     return group
 
 
-def _open_group(cfg, seeds, data, run_name, extra_tags):
+def close_group(parent, group: GroupResult) -> None:
+    """Log the group's means and standard deviations on its parent run."""
+    parent.log_metrics({**{f"test/{k}": v for k, v in group.metrics.items()},
+                        **{f"test_std/{k}": v for k, v in group.metrics_std.items()},
+                        **{f"best_valid/{k}": v for k, v in group.valid_metrics.items()},
+                        "n_seeds": len(group.seeds)})
+    parent.set_tags({STILL_IMPROVING_TAG: str(group.still_improving).lower()})
+
+
+def open_group(cfg, seeds, data, run_name, extra_tags):
     from recboard.benchmarks.tracking import store as T
     from recboard.benchmarks.training.runner import data_tags
     from recboard.datasets.registry import dataset_spec
@@ -109,7 +114,7 @@ def group_params(cfg) -> dict:
     return {k: v for k, v in cfg.flat().items() if k != "seed"}
 
 
-def _group_result(cfg, seeds, results, group_run_id) -> GroupResult:
+def group_result(cfg, seeds, results, group_run_id) -> GroupResult:
     metrics, metrics_std = summarize(results, "test_metrics")
     valid, _ = summarize(results, "valid_metrics")
     runs = [{"seed": seed, "run_id": r.mlflow_run_id, "metrics": r.test_metrics, "valid_metrics": r.valid_metrics,
