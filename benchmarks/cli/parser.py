@@ -75,8 +75,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="train once per seed, grouped in MLflow; --json then holds the mean, std and every seed's run")
 
     p = sub.add_parser("eval", help="re-score a run's saved best weights on the test split (any protocol)")
-    p.add_argument("--run", required=True, metavar="RUN_ID", help="MLflow run id of a finished bench run, or of a seed group (every seed is "
-                        "re-scored, as a group of its own)")
+    p.add_argument("--run", required=True, metavar="RUN_ID",
+                   help="MLflow run id of a finished bench run, or of a seed group (every seed is re-scored, "
+                        "as a group of its own)")
     _add_data_args(p)
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="e.g. --set protocol=sampled-pop100 (applied over the run's saved config)")

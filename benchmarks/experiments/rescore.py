@@ -56,6 +56,7 @@ def evaluate_saved_group(group_id: str, sets=None, *, data_dir=None, cache_dir=N
     """Re-score every seed of the seed group ``group_id`` (its parent run) with ``sets``, as
     a new group (tagged ``recboard.source_run`` = ``group_id``). Returns a ``GroupResult``."""
     from recboard.benchmarks.experiments.seeds import close_group, group_result, open_group
+    from recboard.benchmarks.training import runner
 
     members = T.search_runs(T.tag_filter({"recboard.group": group_id, "recboard.kind": "run"}, status="FINISHED"),
                             store, output_format="list")
@@ -68,7 +69,6 @@ def evaluate_saved_group(group_id: str, sets=None, *, data_dir=None, cache_dir=N
     data = load_dataset(cfg.dataset_name, data_dir=data_dir, cache_dir=cache_dir)
     name = f"eval {cfg.model_name}@{cfg.dataset_name} ({cfg.train.protocol}) x{len(seeds)} seeds"
     parent = open_group(cfg, seeds, data, name, {"recboard.source_run": group_id}) if tracking else None
-    from recboard.benchmarks.training import runner
     with runner.ending_status(parent) if parent else contextlib.nullcontext():
         results = [evaluate_saved(run.info.run_id, sets, data=data, store=store, tracking=tracking,
                                   extra_tags={"recboard.seed": str(seed),
