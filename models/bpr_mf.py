@@ -32,7 +32,7 @@ from torch import nn
 
 from recboard.datasets.batches import PAD, ItemCatalog, SequenceBatch
 from recboard.models.checks import require
-from recboard.models.layers import adopt_catalog, float32_logits, item_coverage, rows_to_items
+from recboard.models.layers import adopt_catalog, candidate_logits, float32_logits, item_coverage, rows_to_items
 from recboard.models.negatives import batch_users, check_users, masked_mean, outside, uniform_rows
 
 
@@ -123,3 +123,8 @@ class BPRMF(nn.Module):
         """[B, n_items + 1]: <p_u, q_i> for every item; the input items are not read."""
         users = self.user_embedding(batch_users(batch, "bpr_mf"))
         return rows_to_items(float32_logits(users, self.item_embedding.weight[1:]), self.item_to_row)
+
+    def score_items(self, batch: SequenceBatch, items: torch.Tensor, item_vectors=None) -> torch.Tensor:
+        """[B, C]: <p_u, q_i> for the items [B, C] only (the sampled protocols' candidates)."""
+        users = self.user_embedding(batch_users(batch, "bpr_mf"))
+        return candidate_logits(users, self.item_embedding.weight, self.item_to_row[items])

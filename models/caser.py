@@ -43,7 +43,7 @@ from torch import nn
 
 from recboard.datasets.batches import PAD, ItemCatalog, SequenceBatch
 from recboard.models.checks import is_fraction, require
-from recboard.models.layers import adopt_catalog, float32_logits, item_coverage, rows_to_items
+from recboard.models.layers import adopt_catalog, candidate_logits, float32_logits, item_coverage, rows_to_items
 from recboard.models.negatives import batch_users, check_users, masked_mean, outside, uniform_rows
 
 
@@ -168,11 +168,19 @@ class Caser(nn.Module):
         return (masked_mean(F.softplus(-logits(targets)), torch.ones_like(targets, dtype=torch.bool))  # -ln sigma(s)
                 + masked_mean(F.softplus(logits(negatives)), keep_negatives))   # -ln(1 - sigma(s))
 
-    def score(self, batch: SequenceBatch, item_vectors=None) -> torch.Tensor:
-        """[B, n_items + 1]: x . W2_i + b2_i for every item, x from the last L input items."""
+    def query(self, batch: SequenceBatch) -> torch.Tensor:
+        """[B, 2d]: x from the last L input items and the user."""
         L = self.config.markov_order
         rows = self.item_to_row[batch.seq[:, -L:]]
         if rows.size(1) < L:
             rows = F.pad(rows, (L - rows.size(1), 0), value=PAD)
-        x = self.encode(rows, batch_users(batch, "caser"))
-        return rows_to_items(float32_logits(x, self.W2.weight[1:], self.b2.weight[1:, 0]), self.item_to_row)
+        return self.encode(rows, batch_users(batch, "caser"))
+
+    def score(self, batch: SequenceBatch, item_vectors=None) -> torch.Tensor:
+        """[B, n_items + 1]: x . W2_i + b2_i for every item, x from the last L input items."""
+        return rows_to_items(float32_logits(self.query(batch), self.W2.weight[1:], self.b2.weight[1:, 0]),
+                             self.item_to_row)
+
+    def score_items(self, batch: SequenceBatch, items: torch.Tensor, item_vectors=None) -> torch.Tensor:
+        """[B, C]: ``score`` at the items [B, C] only (the sampled protocols' candidates)."""
+        return candidate_logits(self.query(batch), self.W2.weight, self.item_to_row[items], self.b2.weight[:, 0])

@@ -121,9 +121,18 @@ class FPMC(nn.Module):
         norms = (query.square().sum(-1) + targets.square().sum(-1))[..., None] + drawn.square().sum(-1)
         return masked_mean(F.softplus(x_ulj - x_uli[..., None]) + self.config.l2_reg * norms, keep)
 
+    def last_query(self, batch: SequenceBatch) -> torch.Tensor:
+        """[B, 2d]: the query of each user and its last input item."""
+        return self.query(batch_users(batch, "fpmc"), self.item_to_row[batch.seq[:, -1]])
+
     def score(self, batch: SequenceBatch, item_vectors=None) -> torch.Tensor:
         """[B, n_items + 1]: x(u, l, i) for every item i, l the last input item."""
-        query = self.query(batch_users(batch, "fpmc"), self.item_to_row[batch.seq[:, -1]])
         # [v^IU, v^IL] of the known rows, then the unknown row
         candidates = torch.cat([self.item_user.weight[1:], self.item_last.weight[1:]], -1)
-        return rows_to_items(float32_logits(query, candidates), self.item_to_row)
+        return rows_to_items(float32_logits(self.last_query(batch), candidates), self.item_to_row)
+
+    def score_items(self, batch: SequenceBatch, items: torch.Tensor, item_vectors=None) -> torch.Tensor:
+        """[B, C]: x(u, l, i) for the items [B, C] only (the sampled protocols' candidates)."""
+        with torch.autocast(batch.seq.device.type, enabled=False):
+            query, candidates = self.last_query(batch).float(), self.candidates(self.item_to_row[items]).float()
+            return (candidates @ query[:, :, None]).squeeze(-1)

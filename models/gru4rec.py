@@ -52,7 +52,7 @@ from torch.utils.checkpoint import checkpoint
 
 from recboard.datasets.batches import PAD, ItemCatalog, SequenceBatch
 from recboard.models.checks import is_fraction, require
-from recboard.models.layers import adopt_catalog, float32_logits, item_coverage, rows_to_items
+from recboard.models.layers import adopt_catalog, candidate_logits, float32_logits, item_coverage, rows_to_items
 from recboard.models.negatives import glorot_uniform_
 
 
@@ -257,9 +257,17 @@ class GRU4Rec(nn.Module):
         top1 = torch.sigmoid(scores - scores.gather(1, column)) + torch.sigmoid(scores.square())
         return (top1 * negative).sum(-1) / negative.sum(-1).clamp(min=1)
 
-    def score(self, batch: SequenceBatch, item_vectors=None) -> torch.Tensor:
-        """[B, n_items + 1]: the GRU state after the last input item against every item."""
+    def last_state(self, batch: SequenceBatch) -> torch.Tensor:
+        """[B, H]: the GRU state after the last input item."""
         rows, lengths = right_aligned(self.item_to_row[batch.seq])
         hidden = self.hidden_states(rows)
-        last = hidden[torch.arange(len(rows), device=rows.device), (lengths - 1).clamp(min=0)]
-        return rows_to_items(float32_logits(last, self.Wy.weight[1:], self.By.weight[1:, 0]), self.item_to_row)
+        return hidden[torch.arange(len(rows), device=rows.device), (lengths - 1).clamp(min=0)]
+
+    def score(self, batch: SequenceBatch, item_vectors=None) -> torch.Tensor:
+        """[B, n_items + 1]: the GRU state after the last input item against every item."""
+        return rows_to_items(float32_logits(self.last_state(batch), self.Wy.weight[1:], self.By.weight[1:, 0]),
+                             self.item_to_row)
+
+    def score_items(self, batch: SequenceBatch, items: torch.Tensor, item_vectors=None) -> torch.Tensor:
+        """[B, C]: ``score`` at the items [B, C] only (the sampled protocols' candidates)."""
+        return candidate_logits(self.last_state(batch), self.Wy.weight, self.item_to_row[items], self.By.weight[:, 0])

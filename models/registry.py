@@ -65,6 +65,10 @@ class Recommender(Protocol):
         ignored); ``ImpressionBatch`` -> [B, C] candidate scores. ``item_vectors`` is what
         ``item_vectors()`` returned for this evaluation."""
 
+    # Optional: ``score_items(batch, items, item_vectors=None)`` -> [B, C] scores of the item
+    # indices ``items`` [B, C] only, equal to ``score(batch).gather(1, items)``. The sampled
+    # protocols call it when a model has it (101 candidates a user, not every item).
+
     def item_vectors(self) -> "Optional[torch.Tensor]":
         """Every item/news encoded once per evaluation and handed back to ``score``
         (microsoft/recommenders' NRMS trick); None when there is nothing to pre-encode."""

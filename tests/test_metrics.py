@@ -132,3 +132,33 @@ def test_pop_negatives_only_draw_items_that_occur():
         sample_negatives(SequenceData("d", 400, *to_ragged([[1, 2, 3], list(range(150, 300))])), "pop", 0)
     with pytest.raises(ValueError, match="fewer than 100 negatives"):
         sample_negatives(SequenceData("d", 50, *to_ragged([[1, 2, 3]])), "uni", 0)
+
+
+def test_sampled_protocols_score_only_the_candidates_and_rank_them_as_every_item_scores_would():
+    """``score_items`` (101 candidates a user) gives the metrics that scoring every item and
+    reading the candidates gives: a BPR-MF with random weights on 150 items, batches of 7."""
+    from recboard.benchmarks.evaluation.evaluators import SequenceEvaluator
+    from recboard.models.bpr_mf import BPRMF, BPRMFConfig
+
+    class EveryItem(torch.nn.Module):   # the same model without score_items
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def score(self, batch, item_vectors=None):
+            return self.inner.score(batch, item_vectors)
+
+        def item_vectors(self):
+            return None
+
+    rng = np.random.default_rng(1)
+    sequences = [rng.choice(np.arange(1, 151), size=int(n), replace=False).tolist() for n in rng.integers(3, 30, 40)]
+    data = SequenceData("candidates", 150, *to_ragged(sequences))
+    torch.manual_seed(0)
+    model = BPRMF(BPRMFConfig(hidden_size=8), data.catalog())
+    torch.nn.init.normal_(model.user_embedding.weight)   # spread scores: no accidental ties
+    for protocol in ("sampled-uni100", "sampled-pop100"):
+        evaluator = SequenceEvaluator(data, "test", max_len=10, protocol=protocol, device="cpu", batch_size=7)
+        fast, slow = evaluator.evaluate(model), evaluator.evaluate(EveryItem(model))
+        assert fast == pytest.approx(slow, abs=1e-9)
+        assert 0.0 < fast["HR@10"] < 1.0

@@ -219,3 +219,13 @@ def test_whole_preset_timing_trains_every_requested_epoch_through_the_trainer(ca
     assert (model, mode, epochs, relative) == ("sasrec", "off", 2, "1.00x")
     assert 0 < train_s <= wall_s and 0 < best <= 1
     assert "train s / first" in capsys.readouterr().out
+
+
+def test_sampled_evaluation_benchmark_times_both_ways_and_they_agree():
+    """``benchmarks/speed/sampled_eval.py`` prints the candidates-only pass beside the
+    every-item pass; on tiny data both must give the same metrics (timings not asserted)."""
+    from recboard.benchmarks.speed import sampled_eval
+
+    rows = sampled_eval.main(["--size", "tiny", "--model", "ncf", "gru4rec"])
+    assert [r[0] for r in rows] == ["ncf", "gru4rec"]
+    assert all(r[4] is True and r[1] > 0 and r[2] > 0 for r in rows)
