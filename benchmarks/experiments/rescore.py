@@ -14,7 +14,7 @@ import time
 
 from recboard.benchmarks import config as C
 from recboard.benchmarks.tracking import store as T
-from recboard.benchmarks.tracking.saved import SavedRunError, log_saved_run, saved_model
+from recboard.benchmarks.tracking.saved import SavedRunError, log_saved_run, saved_config, saved_model
 from recboard.datasets.registry import dataset_spec, load_dataset
 from recboard.models.registry import model_class
 
@@ -64,7 +64,7 @@ def evaluate_saved_group(group_id: str, sets=None, *, data_dir=None, cache_dir=N
         raise SavedRunError(f"seed group {group_id} has no finished seed runs to re-score")
     members.sort(key=lambda run: int(run.data.tags.get("recboard.seed", 0)))
     seeds = [int(run.data.tags.get("recboard.seed", 0)) for run in members]
-    saved, _ = saved_model(members[0].info.run_id, store)
+    saved = saved_config(members[0].info.run_id, store)
     cfg = C.resolve(saved["model"], saved["dataset"], {**saved["config"], **C.as_updates(sets)})
     data = load_dataset(cfg.dataset_name, data_dir=data_dir, cache_dir=cache_dir)
     name = f"eval {cfg.model_name}@{cfg.dataset_name} ({cfg.train.protocol}) x{len(seeds)} seeds"

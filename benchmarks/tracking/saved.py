@@ -66,6 +66,15 @@ def load_examples(run_id: str, store: str | None = None) -> dict | None:
 def saved_model(run_id: str, store: str | None = None) -> tuple[dict, dict]:
     """(config.json of the run's saved model, its state dict); a one-line error when the run
     does not exist or saved no model."""
+    return _saved(run_id, store, with_weights=True)
+
+
+def saved_config(run_id: str, store: str | None = None) -> dict:
+    """config.json of the run's saved model, its weights checked for but not read."""
+    return _saved(run_id, store, with_weights=False)[0]
+
+
+def _saved(run_id: str, store: str | None, with_weights: bool) -> tuple[dict, dict | None]:
     from safetensors.torch import load_file
 
     from recboard.benchmarks.tracking.store import artifact, get_run
@@ -75,8 +84,10 @@ def saved_model(run_id: str, store: str | None = None) -> tuple[dict, dict]:
         if folder is None or not (folder / WEIGHTS).exists():
             raise SavedRunError(f"run {run_id} has no saved model (artifact {MODEL_DIR}/{WEIGHTS}); it was made "
                                 "before models were saved, with save_model=false, or did not finish")
-        return _read_artifact(run_id, CONFIG, lambda: json.loads((folder / CONFIG).read_text())), \
-            _read_artifact(run_id, WEIGHTS, lambda: load_file(str(folder / WEIGHTS)))
+        config = _read_artifact(run_id, CONFIG, lambda: json.loads((folder / CONFIG).read_text()))
+        if not with_weights:
+            return config, None
+        return config, _read_artifact(run_id, WEIGHTS, lambda: load_file(str(folder / WEIGHTS)))
 
 
 def _read_artifact(run_id: str, name: str, read):
