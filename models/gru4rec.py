@@ -22,7 +22,9 @@ scores; ``loss="cross-entropy"`` (the official default) is a softmax over target
 negatives with the logQ correction ``logq`` (scores minus logq * ln of each column's
 sampling count: popularity for mini-batch targets, popularity^alpha for extra samples);
 Glorot-uniform weights, zero biases. Adam(W) from the harness replaces the official
-Adagrad with momentum.
+Adagrad with momentum; with ``sparse_updates`` (the Beauty, Steam and ML-20m presets) the
+item tables train with a lazy Adam that, like the official indexed Adagrad, moves only the
+rows a batch read: a dense step over Beauty's 54,542 rows was 41% of a step's CPU time.
 
 Session-parallel mini-batches become windows: the harness hands B left-padded windows of
 each user's training items; each is right-aligned (items first), the GRU runs over all of
@@ -70,6 +72,8 @@ class GRU4RecConfig:
     logq: float = 0.0             # cross-entropy logQ correction (official logq=0.0; its xe paramfiles use 1.0)
     dropout_p_embed: float = 0.0  # dropout on the embedded input (official default 0.0)
     dropout_p_hidden: float = 0.0  # dropout on the GRU output (official default 0.0)
+    sparse_updates: bool = False  # Wy, By give sparse gradients: a step moves only the rows it read (as the official
+    #                               indexed Adagrad does; the harness then uses SparseAdam for them, AdamW for the GRU)
 
     def check(self) -> None:
         require("gru4rec", self, [
@@ -95,9 +99,12 @@ PRESETS = {
     # (sampled-pop100, seed 42): at 1e-3 validation NDCG@10 still rose ~.002 an epoch at
     # epoch 24 (.408); at 1e-2 it levels off at epoch 7 (.443), the run ends at 12 (~4 min)
     "ml-1m": {"max_len": 200, "lr": 1e-2, "epochs": 40, "patience": 5},
-    "beauty": {"max_len": 50, "dropout_p_hidden": 0.2},
-    "ml-20m": {"max_len": 200, "lr": 1e-2, "epochs": 40, "patience": 5},   # ML-1m's, BERT4Rec's window
-    "steam": {"max_len": 50, "dropout_p_hidden": 0.2},
+    # Beauty, Steam, ML-20m: 12-55k items, so lazy updates of the item tables (a step 2x
+    # faster on Beauty, CPU, benchmarks/speed/sampled_eval.py's neighbour: docs/bert4rec.md)
+    "beauty": {"max_len": 50, "dropout_p_hidden": 0.2, "sparse_updates": True},
+    "ml-20m": {"max_len": 200, "lr": 1e-2, "epochs": 40, "patience": 5,   # ML-1m's, BERT4Rec's window
+               "sparse_updates": True},
+    "steam": {"max_len": 50, "dropout_p_hidden": 0.2, "sparse_updates": True},
     "mind": {"max_len": 50, "batch_size": 128, "epochs": 20, "patience": 3},
     "synthetic_seq": {"hidden_size": 32, "max_len": 20, "lr": 1e-2, "batch_size": 64, "epochs": 15,
                       "patience": 0},
@@ -155,8 +162,9 @@ class GRU4Rec(nn.Module):
         super().__init__()
         adopt_catalog(self, config, catalog)
         H, n_rows = config.hidden_size, self.n_known + 2   # rows: pad, known, unknown
-        self.Wy = nn.Embedding(n_rows, H, padding_idx=PAD)   # output weights and input embedding
-        self.By = nn.Embedding(n_rows, 1)
+        # output weights and input embedding
+        self.Wy = nn.Embedding(n_rows, H, padding_idx=PAD, sparse=config.sparse_updates)
+        self.By = nn.Embedding(n_rows, 1, sparse=config.sparse_updates)
         self.gru = nn.GRU(H, H, batch_first=True)
         self.embed_dropout = nn.Dropout(config.dropout_p_embed)
         self.hidden_dropout = nn.Dropout(config.dropout_p_hidden)
@@ -206,7 +214,9 @@ class GRU4Rec(nn.Module):
         events are scored in blocks of ~2^19 scores whose intermediates backward recomputes
         rather than keeps (``in_blocks``): a dozen element-wise passes over one
         [events, 2048] float32 array would each spill every CPU cache."""
-        rows, _ = right_aligned(self.item_to_row[batch.seq])
+        rows, lengths = right_aligned(self.item_to_row[batch.seq])
+        # steps after the longest window's last item are padding in every window: not run
+        rows = rows[:, :max(int(lengths.max()), 2)]
         targets = rows[:, 1:].T                                              # [T, B]
         hidden = self.hidden_states(rows[:, :-1]).transpose(0, 1)            # [T, B, H]
         # [t, b, c]: window b's step-t state scoring window c's step-t target (column b: its own)

@@ -237,6 +237,40 @@ def test_bpr_mf_sparse_updates_learn_and_move_only_the_rows_a_batch_read():
     assert moved[:8].all() and not moved[8:].any()
 
 
+def test_gru4rec_sparse_updates_learn_with_lazy_tables_and_adamw_for_the_gru():
+    """``sparse_updates`` on GRU4Rec: the item tables give sparse gradients and move only at the
+    rows a batch read (SparseAdam), the GRU moves with AdamW, one optimizer whose state dict
+    round-trips (checkpoints) and whose groups take the lr schedule; it still learns."""
+    from recboard.benchmarks.training.optimizers import SparseDenseAdam, make_optimizer
+
+    model, pop = runner_metrics_vs_pop("gru4rec", ["device=cpu", "sparse_updates=true"])
+    assert model["NDCG@10"] > max(4 * pop["NDCG@10"], pop["NDCG@10"] + 0.25), (model, pop)
+
+    data = planted_data(n_users=120)
+    cfg = resolve("gru4rec", "synthetic_seq", ["device=cpu", "sparse_updates=true"])
+    torch.manual_seed(0)
+    net = model_class("gru4rec")(cfg.model, data.catalog())
+    optimizer = make_optimizer(net, cfg, torch.device("cpu"))
+    assert isinstance(optimizer, SparseDenseAdam)
+    assert len(optimizer.param_groups) == 3   # the tables' group, then AdamW's two
+    seqs, users = windows(data, 20)
+    batch = seqs[:4]
+    table, gru = net.Wy.weight.detach().clone(), net.gru.weight_hh_l0.detach().clone()
+    net.loss(SequenceBatch(batch, user=users[:4])).backward()
+    assert net.Wy.weight.grad.is_sparse and not net.gru.weight_hh_l0.grad.is_sparse
+    optimizer.step()
+    moved = (net.Wy.weight.detach() != table).any(dim=1)
+    read = torch.zeros_like(moved)
+    read[net.item_to_row[batch[batch != 0]]] = True
+    assert moved[read].all() and not moved[~read].any()
+    assert not torch.equal(net.gru.weight_hh_l0.detach(), gru)
+
+    again = make_optimizer(net, cfg, torch.device("cpu"))
+    again.load_state_dict(optimizer.state_dict())
+    assert again.state_dict()["sparse"]["state"].keys() == optimizer.state_dict()["sparse"]["state"].keys()
+    assert len(again.state_dict()["dense"]["state"]) == len(optimizer.state_dict()["dense"]["state"]) > 0
+
+
 def test_sparse_updates_refuse_weight_decay_by_name():
     from recboard.benchmarks.training.runner import make_optimizer
     cfg = resolve("bpr_mf", "synthetic_seq", ["device=cpu", "sparse_updates=true", "weight_decay=0.01"])

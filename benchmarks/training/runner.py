@@ -5,7 +5,7 @@ The pieces, in the order a run uses them:
 
 1. the dataset (prepared cache) and its route (``recboard.benchmarks.training.routes.route_for``):
    which catalog the model is built from, its training batches and its evaluators;
-2. the model, ``Model(config, route.catalog())``, and AdamW;
+2. the model, ``Model(config, route.catalog())``, and its optimizer (``optimizers.make_optimizer``);
 3. an MLflow run (``recboard.benchmarks.tracking.store``) that ends FINISHED, FAILED or KILLED;
 4. the trainer (``recboard.benchmarks.training.trainer``) over a ``TrainState`` that checkpoints
    save and restore whole;
@@ -24,8 +24,9 @@ import numpy as np
 import torch
 
 from recboard.benchmarks import distributed as D
-from recboard.benchmarks.config import ConfigError, RunConfig
+from recboard.benchmarks.config import RunConfig
 from recboard.benchmarks.tracking.store import STILL_IMPROVING_TAG
+from recboard.benchmarks.training.optimizers import make_optimizer
 from recboard.benchmarks.training.routes import route_for
 from recboard.benchmarks.training.trainer import Trainer, TrainState, improving_window, still_improving
 
@@ -99,32 +100,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-
-
-def make_optimizer(model: torch.nn.Module, cfg: RunConfig, device) -> torch.optim.Optimizer | None:
-    """AdamW without weight decay on biases and norms; None for a model with nothing to train.
-
-    A model whose embedding tables give sparse gradients (``nn.Embedding(sparse=True)``, e.g.
-    BPR-MF's ``sparse_updates``) gets SparseAdam, a lazy Adam: a step moves only the rows its
-    batch read, so its cost follows the batch, not the table. AdamW would move every row
-    every step (and cannot take sparse gradients)."""
-    params = [p for p in model.parameters() if p.requires_grad]
-    if not params:
-        return None
-    sparse = [m.weight for m in model.modules() if isinstance(m, torch.nn.Embedding) and m.sparse
-              and m.weight.requires_grad]
-    if sparse:
-        if len(sparse) != len(params):
-            raise ConfigError(f"{type(model).__name__}: sparse embedding tables train with SparseAdam, which "
-                              f"the model's {len(params) - len(sparse)} other parameter tensor(s) cannot use; "
-                              "turn the sparse updates off")
-        if cfg.train.weight_decay:
-            raise ConfigError(f"weight_decay={cfg.train.weight_decay}: SparseAdam (sparse embedding updates) has "
-                              "no weight decay; set weight_decay=0 and regularise in the loss (e.g. l2_reg)")
-        return torch.optim.SparseAdam(sparse, lr=cfg.train.lr)
-    groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": cfg.train.weight_decay},
-              {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=cfg.train.lr, fused=device.type == "cuda")
 
 
 @contextlib.contextmanager
