@@ -99,8 +99,8 @@ PRESETS = {
     # (sampled-pop100, seed 42): at 1e-3 validation NDCG@10 still rose ~.002 an epoch at
     # epoch 24 (.408); at 1e-2 it levels off at epoch 7 (.443), the run ends at 12 (~4 min)
     "ml-1m": {"max_len": 200, "lr": 1e-2, "epochs": 40, "patience": 5},
-    # Beauty, Steam, ML-20m: 12-55k items, so lazy updates of the item tables (a step 2x
-    # faster on Beauty, CPU, benchmarks/speed/sampled_eval.py's neighbour: docs/bert4rec.md)
+    # Beauty, Steam, ML-20m: 13-55k items, so lazy updates of the item tables (a Beauty step
+    # 161 -> 80 ms on one CPU core, benchmarks/speed/sparse_updates.py)
     "beauty": {"max_len": 50, "dropout_p_hidden": 0.2, "sparse_updates": True},
     "ml-20m": {"max_len": 200, "lr": 1e-2, "epochs": 40, "patience": 5,   # ML-1m's, BERT4Rec's window
                "sparse_updates": True},
