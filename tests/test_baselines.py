@@ -216,18 +216,23 @@ def test_click_sequences_carry_their_users_through_the_runner():
     assert 0.0 <= result.test_metrics["AUC"] <= 1.0
 
 
+def sparse_model(name: str):
+    """``name`` with ``sparse_updates`` on planted data: (model, its optimizer, windows, users)."""
+    from recboard.benchmarks.training.optimizers import make_optimizer
+
+    data = planted_data(n_users=120)
+    cfg = resolve(name, "synthetic_seq", ["device=cpu", "sparse_updates=true"])
+    torch.manual_seed(0)
+    net = model_class(name)(cfg.model, data.catalog())
+    return (net, make_optimizer(net, cfg, torch.device("cpu")), *windows(data, 20))
+
+
 def test_bpr_mf_sparse_updates_learn_and_move_only_the_rows_a_batch_read():
     model, pop = runner_metrics_vs_pop("bpr_mf", ["device=cpu", "sparse_updates=true"])
     assert model["NDCG@10"] > max(4 * pop["NDCG@10"], pop["NDCG@10"] + 0.25), (model, pop)
 
-    from recboard.benchmarks.training.runner import make_optimizer
-    data = planted_data(n_users=120)
-    cfg = resolve("bpr_mf", "synthetic_seq", ["device=cpu", "sparse_updates=true"])
-    torch.manual_seed(0)
-    net = model_class("bpr_mf")(cfg.model, data.catalog())
-    optimizer = make_optimizer(net, cfg, torch.device("cpu"))
+    net, optimizer, seqs, users = sparse_model("bpr_mf")
     assert isinstance(optimizer, torch.optim.SparseAdam)
-    seqs, users = windows(data, 20)
     before = net.user_embedding.weight.detach().clone()
     loss = net.loss(SequenceBatch(seqs[:8], user=users[:8]))
     loss.backward()
@@ -246,14 +251,9 @@ def test_gru4rec_sparse_updates_learn_with_lazy_tables_and_adamw_for_the_gru():
     model, pop = runner_metrics_vs_pop("gru4rec", ["device=cpu", "sparse_updates=true"])
     assert model["NDCG@10"] > max(4 * pop["NDCG@10"], pop["NDCG@10"] + 0.25), (model, pop)
 
-    data = planted_data(n_users=120)
-    cfg = resolve("gru4rec", "synthetic_seq", ["device=cpu", "sparse_updates=true"])
-    torch.manual_seed(0)
-    net = model_class("gru4rec")(cfg.model, data.catalog())
-    optimizer = make_optimizer(net, cfg, torch.device("cpu"))
+    net, optimizer, seqs, users = sparse_model("gru4rec")
     assert isinstance(optimizer, SparseDenseAdam)
     assert len(optimizer.param_groups) == 3   # the tables' group, then AdamW's two
-    seqs, users = windows(data, 20)
     batch = seqs[:4]
     table, gru = net.Wy.weight.detach().clone(), net.gru.weight_hh_l0.detach().clone()
     net.loss(SequenceBatch(batch, user=users[:4])).backward()
@@ -265,7 +265,7 @@ def test_gru4rec_sparse_updates_learn_with_lazy_tables_and_adamw_for_the_gru():
     assert moved[read].all() and not moved[~read].any()
     assert not torch.equal(net.gru.weight_hh_l0.detach(), gru)
 
-    again = make_optimizer(net, cfg, torch.device("cpu"))
+    again = make_optimizer(net, resolve("gru4rec", "synthetic_seq", ["sparse_updates=true"]), torch.device("cpu"))
     again.load_state_dict(optimizer.state_dict())
     assert again.state_dict()["sparse"]["state"].keys() == optimizer.state_dict()["sparse"]["state"].keys()
     assert len(again.state_dict()["dense"]["state"]) == len(optimizer.state_dict()["dense"]["state"]) > 0

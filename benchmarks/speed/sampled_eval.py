@@ -72,6 +72,21 @@ def synthetic_sparse(n_users: int, n_items: int, seed: int = 0):
     return SequenceData("synthetic_sparse", n_items, *to_ragged(sequences))
 
 
+def benchmark_data(args, extra: str = ""):
+    """(``--dataset``'s data or the synthetic ``--size``, the dataset whose presets apply),
+    after printing the device and the data's shape."""
+    import torch
+
+    if args.dataset:
+        from recboard.datasets.registry import load_dataset
+        data, preset_for = load_dataset(args.dataset, data_dir=args.data_dir), args.dataset
+    else:
+        data, preset_for = synthetic_sparse(*SIZES[args.size]), "beauty"
+    print(f"device: {args.device} | torch {torch.__version__} | threads {torch.get_num_threads()} | "
+          f"{data.n_users} users, {data.n_items} items" + (f" | {extra}" if extra else ""), flush=True)
+    return data, preset_for
+
+
 def timed(evaluator, model) -> tuple[float, dict]:
     start = time.perf_counter()
     metrics = evaluator.evaluate(model)
@@ -88,14 +103,8 @@ def main(argv=None) -> list:
     from recboard.benchmarks.training.routes import route_for
     from recboard.models.registry import model_class
 
-    if args.dataset:
-        from recboard.datasets.registry import load_dataset
-        data, preset_for = load_dataset(args.dataset, data_dir=args.data_dir), args.dataset
-    else:
-        data, preset_for = synthetic_sparse(*SIZES[args.size]), "beauty"
+    data, preset_for = benchmark_data(args, args.protocol)
     device = torch.device(args.device)
-    print(f"device: {args.device} | torch {torch.__version__} | threads {torch.get_num_threads()} | "
-          f"{data.n_users} users, {data.n_items} items | {args.protocol}", flush=True)
     rows = []
     for name in args.model:
         torch.manual_seed(0)

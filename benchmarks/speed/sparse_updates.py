@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from recboard.benchmarks.speed.sampled_eval import SIZES, synthetic_sparse
+from recboard.benchmarks.speed.sampled_eval import SIZES, benchmark_data
 
 MODELS = ("gru4rec", "gru4rec_plus", "bpr_mf")
 
@@ -51,14 +51,8 @@ def main(argv=None) -> list:
     from recboard.benchmarks.training.routes import route_for
     from recboard.models.registry import model_class
 
-    if args.dataset:
-        from recboard.datasets.registry import load_dataset
-        data, preset_for = load_dataset(args.dataset, data_dir=args.data_dir), args.dataset
-    else:
-        data, preset_for = synthetic_sparse(*SIZES[args.size]), "beauty"
+    data, preset_for = benchmark_data(args)
     device = torch.device(args.device)
-    print(f"device: {args.device} | torch {torch.__version__} | threads {torch.get_num_threads()} | "
-          f"{data.n_users} users, {data.n_items} items", flush=True)
     rows = []
     for name in args.model:
         steppers = {}
