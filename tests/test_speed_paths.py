@@ -229,3 +229,11 @@ def test_sampled_evaluation_benchmark_times_both_ways_and_they_agree():
     rows = sampled_eval.main(["--size", "tiny", "--model", "ncf", "gru4rec"])
     assert [r[0] for r in rows] == ["ncf", "gru4rec"]
     assert all(r[4] is True and r[1] > 0 and r[2] > 0 for r in rows)
+
+
+def test_sparse_updates_benchmark_times_dense_and_lazy_steps_side_by_side():
+    from recboard.benchmarks.speed import sparse_updates
+
+    rows = sparse_updates.main(["--size", "tiny", "--model", "gru4rec", "bpr_mf", "--steps", "2", "--rounds", "1"])
+    assert [r[0] for r in rows] == ["gru4rec", "bpr_mf"]
+    assert all(r[1] > 0 and r[2] > 0 and r[3] == pytest.approx(r[1] / r[2], rel=0.05) for r in rows)
