@@ -46,9 +46,13 @@ def assert_same(fast, plain):
 
 def dense_gru4rec_loss(model: GRU4Rec, data: SequenceBatch) -> torch.Tensor:
     """The loss as first written: every (step, window) of the batch scored against every
-    column at once, [T, B, B + n_sample], padding steps included and masked out at the end."""
+    column at once, [T, B, B + n_sample], padding steps included and masked out at the end.
+    With dropout, the windows are cut to the longest one as the model cuts them, so both draw
+    the same masks; without, the full width checks that cutting changes nothing."""
     cfg = model.config
-    rows, _ = right_aligned(model.item_to_row[data.seq])
+    rows, lengths = right_aligned(model.item_to_row[data.seq])
+    if cfg.dropout_p_embed or cfg.dropout_p_hidden:
+        rows = rows[:, :max(int(lengths.max()), 2)]
     targets = rows[:, 1:].T
     hidden = model.hidden_states(rows[:, :-1]).transpose(0, 1)
     scores = hidden @ model.Wy(targets).transpose(1, 2) + model.By(targets).transpose(1, 2)
