@@ -127,4 +127,4 @@ class BPRMF(nn.Module):
     def score_items(self, batch: SequenceBatch, items: torch.Tensor, item_vectors=None) -> torch.Tensor:
         """[B, C]: <p_u, q_i> for the items [B, C] only (the sampled protocols' candidates)."""
         users = self.user_embedding(batch_users(batch, "bpr_mf"))
-        return candidate_logits(users, self.item_embedding.weight, self.item_to_row[items])
+        return candidate_logits(users, self.item_embedding(self.item_to_row[items]))

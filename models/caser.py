@@ -185,4 +185,5 @@ class Caser(nn.Module):
 
     def score_items(self, batch: SequenceBatch, items: torch.Tensor, item_vectors=None) -> torch.Tensor:
         """[B, C]: ``score`` at the items [B, C] only (the sampled protocols' candidates)."""
-        return candidate_logits(self.query(batch), self.W2.weight, self.item_to_row[items], self.b2.weight[:, 0])
+        rows = self.item_to_row[items]
+        return candidate_logits(self.query(batch), self.W2(rows), self.b2(rows)[..., 0])

@@ -31,7 +31,7 @@ from torch import nn
 
 from recboard.datasets.batches import PAD, ItemCatalog, SequenceBatch
 from recboard.models.checks import require
-from recboard.models.layers import adopt_catalog, float32_logits, item_coverage, rows_to_items
+from recboard.models.layers import adopt_catalog, candidate_logits, float32_logits, item_coverage, rows_to_items
 from recboard.models.negatives import batch_users, check_users, masked_mean, outside, uniform_rows
 
 
@@ -135,6 +135,4 @@ class FPMC(nn.Module):
 
     def score_items(self, batch: SequenceBatch, items: torch.Tensor, item_vectors=None) -> torch.Tensor:
         """[B, C]: x(u, l, i) for the items [B, C] only (the sampled protocols' candidates)."""
-        with torch.autocast(batch.seq.device.type, enabled=False):
-            query, candidates = self.last_query(batch).float(), self.candidates(self.item_to_row[items]).float()
-            return (candidates @ query[:, :, None]).squeeze(-1)
+        return candidate_logits(self.last_query(batch), self.candidates(self.item_to_row[items]))

@@ -289,4 +289,5 @@ class GRU4Rec(nn.Module):
 
     def score_items(self, batch: SequenceBatch, items: torch.Tensor, item_vectors=None) -> torch.Tensor:
         """[B, C]: ``score`` at the items [B, C] only (the sampled protocols' candidates)."""
-        return candidate_logits(self.last_state(batch), self.Wy.weight, self.item_to_row[items], self.By.weight[:, 0])
+        rows = self.item_to_row[items]
+        return candidate_logits(self.last_state(batch), self.Wy(rows), self.By(rows)[..., 0])

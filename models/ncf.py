@@ -65,7 +65,7 @@ PRESETS = {
     # NeuMF.py's instances. Its batches are 256 instances (~51 positives); ours 1024 positives
     # (and 4096 negatives) at lr 2e-3, or ML-1m's epoch would take 20k steps on a CPU.
     # Scoring all items runs the tower on every pair: ~14 s per ML-1m split on a 2-core CPU,
-    # ~570 s per Beauty split; the sampled protocols score only the 101 candidates (<1 s).
+    # 200-570 s per Beauty split; the sampled protocols score only the 101 candidates (<1 s).
     "*": {"hidden_size": 8, "lr": 2e-3, "batch_size": 1024, "max_len": 1, "window_step": 1,
           "weight_decay": 0.0, "epochs": 8, "patience": 2},
     # measured (sampled-pop100, 2-core CPU, seeds 1-3): 8 epochs ended with validation NDCG@10
@@ -160,5 +160,5 @@ class NCF(nn.Module):
 
     def score_items(self, batch: SequenceBatch, items: torch.Tensor, item_vectors=None) -> torch.Tensor:
         """[B, C] pre-sigmoid scores of the items [B, C] only (the sampled protocols' candidates):
-        101 tower passes a user where ``score`` makes one per item (~200 s a Beauty validation)."""
+        101 tower passes a user where ``score`` makes one per item (200-570 s a Beauty split)."""
         return self.logits(batch_users(batch, "ncf"), self.item_to_row[items]).float()

@@ -138,18 +138,8 @@ def test_sampled_protocols_score_only_the_candidates_and_rank_them_as_every_item
     """``score_items`` (101 candidates a user) gives the metrics that scoring every item and
     reading the candidates gives: a BPR-MF with random weights on 150 items, batches of 7."""
     from recboard.benchmarks.evaluation.evaluators import SequenceEvaluator
+    from recboard.benchmarks.speed.sampled_eval import EveryItem   # the same model without score_items
     from recboard.models.bpr_mf import BPRMF, BPRMFConfig
-
-    class EveryItem(torch.nn.Module):   # the same model without score_items
-        def __init__(self, inner):
-            super().__init__()
-            self.inner = inner
-
-        def score(self, batch, item_vectors=None):
-            return self.inner.score(batch, item_vectors)
-
-        def item_vectors(self):
-            return None
 
     rng = np.random.default_rng(1)
     sequences = [rng.choice(np.arange(1, 151), size=int(n), replace=False).tolist() for n in rng.integers(3, 30, 40)]

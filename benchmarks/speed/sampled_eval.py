@@ -36,7 +36,10 @@ class EveryItem:
 
     def __init__(self, model):
         self.model = model
-        self.training = model.training
+
+    @property
+    def training(self) -> bool:
+        return self.model.training
 
     def eval(self):
         self.model.eval()
