@@ -52,3 +52,27 @@ def fresh_store():
     database is made once per MLflow version and copied."""
     pytest.importorskip("mlflow")
     return _fresh_store
+
+
+@pytest.fixture
+def store(tmp_path, fresh_store, monkeypatch):
+    """An MlflowClient on a fresh store that ``bench`` and the API log to (through the
+    environment), with the dataset cache in ``tmp_path``. Modules that need another shape
+    of store define their own ``store``."""
+    mlflow = pytest.importorskip("mlflow")
+    pytest.importorskip("torch")
+    uri = fresh_store(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.setenv("RECBOARD_CACHE", str(tmp_path / "cache"))
+    for name in ("MLFLOW_EXPERIMENT_NAME", "MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING"):
+        monkeypatch.delenv(name, raising=False)
+    previous = mlflow.get_tracking_uri()
+    yield mlflow.MlflowClient(uri)
+    mlflow.set_tracking_uri(previous)
+
+
+@pytest.fixture
+def data():
+    """60 short synthetic sequences over 40 items: enough for a run of a few seconds."""
+    from recboard.datasets.synthetic import generate_sequences
+    return generate_sequences(n_users=60, n_items=40, min_len=6, max_len=12)

@@ -37,19 +37,6 @@ def test_import_is_light_and_subpackages_still_import():
     assert out.returncode == 0, out.stderr
 
 
-@pytest.fixture
-def store(tmp_path, fresh_store, monkeypatch):
-    mlflow = pytest.importorskip("mlflow")
-    pytest.importorskip("torch")
-    uri = fresh_store(tmp_path)
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    monkeypatch.setenv("RECBOARD_CACHE", str(tmp_path / "cache"))
-    monkeypatch.delenv("MLFLOW_EXPERIMENT_NAME", raising=False)
-    previous = mlflow.get_tracking_uri()
-    yield mlflow.MlflowClient(uri)
-    mlflow.set_tracking_uri(previous)
-
-
 def test_run_then_leaderboard(store):
     import os
 

@@ -19,24 +19,6 @@ TINY = ["epochs=1", "hidden_size=8", "num_heads=1", "num_layers=1", "max_len=8",
         "max_steps_per_epoch=2", "device=cpu"]
 
 
-@pytest.fixture
-def store(tmp_path, fresh_store, monkeypatch):
-    uri = fresh_store(tmp_path)
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    monkeypatch.setenv("RECBOARD_CACHE", str(tmp_path / "cache"))
-    for name in ("MLFLOW_EXPERIMENT_NAME", "MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING"):
-        monkeypatch.delenv(name, raising=False)
-    previous = mlflow.get_tracking_uri()
-    yield mlflow.MlflowClient(uri)
-    mlflow.set_tracking_uri(previous)
-
-
-@pytest.fixture
-def data():
-    from recboard.datasets.synthetic import generate_sequences
-    return generate_sequences(n_users=60, n_items=40, min_len=6, max_len=12)
-
-
 def test_dataset_is_an_input_and_statistics_are_params(store, data):
     result = run(C.resolve("sasrec", "synthetic_seq", TINY), data=data)
     recorded = store.get_run(result.mlflow_run_id)

@@ -41,24 +41,6 @@ def test_a_time_limit_ends_a_run_while_improving_too():
     assert still_improving(state, TrainConfig(epochs=200, patience=20, max_train_minutes=1))
 
 
-@pytest.fixture
-def store(tmp_path, fresh_store, monkeypatch):
-    import mlflow
-
-    uri = fresh_store(tmp_path)
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    monkeypatch.delenv("MLFLOW_EXPERIMENT_NAME", raising=False)
-    previous = mlflow.get_tracking_uri()
-    yield mlflow.MlflowClient(uri)
-    mlflow.set_tracking_uri(previous)
-
-
-@pytest.fixture
-def data():
-    from recboard.datasets.synthetic import generate_sequences
-    return generate_sequences(n_users=60, n_items=40, min_len=6, max_len=12)
-
-
 def test_a_run_cut_short_is_tagged_and_said_on_stderr(store, data, capsys):
     from recboard.benchmarks.training.runner import run
 
