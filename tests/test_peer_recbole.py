@@ -32,6 +32,9 @@ def test_compare_row_and_ratio():
     assert "| never |" in table([never])
     assert "| not run |" in table([compare(None, theirs)])
     assert ratio(10.0, 0) is None
+    # a RecBole run ended by --recbole-max-train-minutes: its best is only a lower bound
+    cut = compare(ours, {**theirs, "cut_short": True})
+    assert cut["recbole_cut_short"] and "| 0.3800 (2, cut short) | 30 | 40 | 1.33 |" in table([cut])
 
 
 def test_read_ml1m_filters_items_then_users_and_numbers_positions(tmp_path):

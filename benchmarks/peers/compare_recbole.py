@@ -89,10 +89,12 @@ def run_ours(model: str, seed: int, epochs: int, data_dir: str) -> dict:
             "valid_curve": curve, "best_epoch": result.best_epoch, "train_seconds": round(result.train_time_s, 3)}
 
 
-def run_recbole(model: str, seed: int, epochs: int, python: str, data: str) -> dict:
+def run_recbole(model: str, seed: int, epochs: int, python: str, data: str, max_train_minutes: float = 0.0) -> dict:
     cmd = [python, str(HERE / "recbole_ml1m.py"), "--model", model, "--seed", str(seed), "--data", data]
     if epochs:
         cmd += ["--epochs", str(epochs)]
+    if max_train_minutes:
+        cmd += ["--max-train-minutes", str(max_train_minutes)]
     out = subprocess.run(cmd, env={**os.environ, **ONE_THREAD}, stdout=subprocess.PIPE, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])   # the script's last line is its JSON
 
@@ -102,7 +104,7 @@ def compare(ours: dict | None, theirs: dict) -> dict:
     r_epoch, r_seconds, level = best_point(theirs["valid_curve"])
     ours_s = time_to_reach(ours["valid_curve"], level) if ours else None
     return {"model": theirs["model"], "level": level, "recbole_best_epoch": r_epoch, "recbole_seconds": r_seconds,
-            "ours_seconds": ours_s, "ratio": ratio(r_seconds, ours_s),
+            "ours_seconds": ours_s, "ratio": ratio(r_seconds, ours_s), "recbole_cut_short": theirs.get("cut_short", False),
             "ours_test": ours and ours["test"], "recbole_test": theirs["test"]}
 
 
@@ -117,9 +119,10 @@ def table(rows: list) -> str:
     for r in rows:
         ours = r["ours_test"] or {}
         ours_s = ("never" if r["ours_test"] else "not run") if r["ours_seconds"] is None else fmt(r["ours_seconds"], ".0f")
+        cut = ", cut short" if r.get("recbole_cut_short") else ""
         lines.append(f"| {r['model']} | {fmt(ours.get('HR@10'))} | {fmt(ours.get('NDCG@10'))} | "
                      f"{fmt(r['recbole_test']['HR@10'])} | {fmt(r['recbole_test']['NDCG@10'])} | "
-                     f"{fmt(r['level'])} ({r['recbole_best_epoch']}) | {ours_s} | {fmt(r['recbole_seconds'], '.0f')} | "
+                     f"{fmt(r['level'])} ({r['recbole_best_epoch']}{cut}) | {ours_s} | {fmt(r['recbole_seconds'], '.0f')} | "
                      f"{fmt(r['ratio'], '.2f')} |")
     return "\n".join(lines)
 
@@ -132,19 +135,26 @@ def main(argv=None) -> int:
     parser.add_argument("--recbole-python", default="/tmp/recbole-venv/bin/python")
     parser.add_argument("--data-dir", default=DATA_DIR, help="holds ml-1m.txt (read by both)")
     parser.add_argument("--skip-ours", default="", help="models whose recboard run is skipped (comma-separated)")
-    parser.add_argument("--json", help="write every run and row here (rewritten after each model)")
+    parser.add_argument("--json", help="write every run and row here (rewritten after each run)")
+    parser.add_argument("--recbole-max-train-minutes", type=float, default=0.0,
+                        help="end RecBole's training after this many minutes (0 = none); its row says 'cut short'")
     args = parser.parse_args(argv)
     os.environ.update(ONE_THREAD)
     skip, runs, rows = set(filter(None, args.skip_ours.split(","))), [], []
-    for model in filter(None, args.models.split(",")):
-        ours = None if model in skip else run_ours(model, args.seed, args.epochs, args.data_dir)
-        theirs = run_recbole(model, args.seed, args.epochs, args.recbole_python,
-                             str(Path(args.data_dir) / "ml-1m.txt"))
-        runs.append({"ours": ours, "recbole": theirs})
-        rows.append(compare(ours, theirs))
-        print(f"done {model}: {json.dumps(rows[-1])}", file=sys.stderr)
-        if args.json:   # after each model, so a long invocation cut short keeps what it measured
+
+    def save():   # after each run, so a long invocation cut short keeps what it measured
+        if args.json:
             Path(args.json).write_text(json.dumps({"seed": args.seed, "runs": runs, "rows": rows}, indent=1))
+
+    for model in filter(None, args.models.split(",")):
+        runs.append({"ours": None if model in skip else run_ours(model, args.seed, args.epochs, args.data_dir),
+                     "recbole": None})
+        save()
+        runs[-1]["recbole"] = run_recbole(model, args.seed, args.epochs, args.recbole_python,
+                                          str(Path(args.data_dir) / "ml-1m.txt"), args.recbole_max_train_minutes)
+        rows.append(compare(runs[-1]["ours"], runs[-1]["recbole"]))
+        print(f"done {model}: {json.dumps(rows[-1])}", file=sys.stderr)
+        save()
     print(table(rows))
     return 0
 

@@ -106,7 +106,10 @@ def recbole_config(model: str, seed: int, epochs: int, data_path: str, checkpoin
     return config
 
 
-def train(model: str, seed: int, epochs: int, data: str) -> dict:
+def train(model: str, seed: int, epochs: int, data: str, max_train_minutes: float = 0.0) -> dict:
+    """RecBole's run under the protocol. ``max_train_minutes`` (0: none) ends training after the
+    first epoch that takes the training seconds past it (``cut_short`` in the result: RecBole's
+    best is then a lower bound of its quality, reached on a curve that may still be rising)."""
     import torch
     from recbole.config import Config
     from recbole.data import create_dataset, data_preparation
@@ -133,7 +136,7 @@ def train(model: str, seed: int, epochs: int, data: str) -> dict:
         # and validation together. So the loop is here: train and validate timed apart, the
         # best weights kept in memory, the same early stopping (stopping_step epochs without
         # a better validation NDCG@10).
-        curve, best, best_epoch, best_state, since, train_s = [], -1.0, 0, None, 0, 0.0
+        curve, best, best_epoch, best_state, since, train_s, cut_short = [], -1.0, 0, None, 0, 0.0, False
         for epoch in range(1, config["epochs"] + 1):
             start = time.perf_counter()
             trainer._train_epoch(train_data, epoch - 1, show_progress=False)
@@ -149,12 +152,16 @@ def train(model: str, seed: int, epochs: int, data: str) -> dict:
                 since += 1
                 if since >= config["stopping_step"]:
                     break
+            if max_train_minutes and train_s >= 60 * max_train_minutes and epoch < config["epochs"]:
+                cut_short = True
+                print(f"recbole {name}: stopped at the {max_train_minutes:g}-minute training limit", file=sys.stderr)
+                break
         net.load_state_dict(best_state)
         test = trainer.evaluate(test_data, load_best_model=False, show_progress=False)
     return {"model": model, "recbole_model": name, "seed": seed,
             "test": {"HR@10": float(test["hit@10"]), "NDCG@10": float(test["ndcg@10"])},
             "valid_curve": curve, "best_epoch": best_epoch, "best_valid": best, "train_seconds": round(train_s, 3),
-            "torch": torch.__version__}
+            "cut_short": cut_short, "torch": torch.__version__}
 
 
 def main(argv=None) -> int:
@@ -164,8 +171,10 @@ def main(argv=None) -> int:
     parser.add_argument("--epochs", type=int, default=0, help="epoch cap (0 = recboard's ML-1m preset's)")
     shared_ml1m = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "ml-1m"   # ../shared/data
     parser.add_argument("--data", default=str(shared_ml1m / "ml-1m.txt"))
+    parser.add_argument("--max-train-minutes", type=float, default=0.0,
+                        help="end training after the epoch that passes this many minutes (0 = no limit)")
     args = parser.parse_args(argv)
-    print(json.dumps(train(args.model, args.seed, args.epochs, args.data)))
+    print(json.dumps(train(args.model, args.seed, args.epochs, args.data, args.max_train_minutes)))
     return 0
 
 
