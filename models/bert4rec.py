@@ -126,8 +126,9 @@ PRESETS = {
     # start every 5 items, ~4x the rows) as on synthetic_mind, at lr 1e-3: one window per
     # sequence at lr 3e-3 gave test AUC .730 +- .011 (seeds 1-3), with windows .741 +- .022
     # (validation .761 -> .784), at about twice the training time. A start every 10 items
-    # (~2x the rows): .757 +- .009 (seeds 1-3), and seed 1 reached its best epoch in 1.2x
-    # NRMS-GloVe's training time beside it, where step 5 took 1.45x (docs/text-tower.md)
+    # (~2x the rows): .757 +- .009 (seeds 1-3, NRMS-GloVe .769 +- .006), reaching its best
+    # epoch in 0.79-1.41x (mean 0.93x) the time of NRMS-GloVe's run started beside it; on
+    # seed 1 step 5 took 1.45x (docs/text-tower.md)
     "mind_titles_cold": {"max_len": 20, "window_step": 10, "lr": 1e-3, "text_negatives": 256, "patience": 10},
 }
 

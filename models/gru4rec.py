@@ -126,6 +126,8 @@ NAMED_PRESETS = {
         # measured (ML-1m, sampled-pop100, seed 42): Adam lr 1e-3 still rose ~.008 validation
         # NDCG@10 an epoch at epoch 9; 3e-3 still rose at its 20th epoch (.500, 37 min); 1e-2
         # levels off at epoch 10 (.495). Patience 3 ends it 3 epochs later, within 30 minutes.
+        # Its record (seeds 1-3): best epochs 8, 18, 11 (seed 2 crept up .001 an epoch to the
+        # cap of 20), test HR@10 .6875 / NDCG@10 .4734, 75 s an epoch on a core of its own
         "ml-1m": {"lr": 1e-2, "epochs": 20, "patience": 3},
         # the recipe of its Beauty record (sampled-pop100, 3 seeds): dense Adam at lr 1e-3 levels
         # off by epoch 7; GRU4Rec's lazy lr 1e-2 Beauty recipe is not measured with BPR-max
