@@ -105,7 +105,8 @@ class SequenceData:
 
     def catalog(self) -> "ItemCatalog":
         """The items, their text and their counts in the training part."""
-        return ItemCatalog(self.name, self.n_items, self.train_item_counts(), self.item_text, self.n_users)
+        return ItemCatalog(self.name, self.n_items, self.train_item_counts(), self.item_text, self.n_users,
+                           train_history=to_ragged(self.train_sequences()))
 
 
 @dataclass
@@ -238,7 +239,9 @@ class ItemCatalog:
     trains on (0 = never seen in training; popularity ranks by it, ID models give unseen
     items a shared embedding). ``item_text``: titles by index (``[0] == ""``), or None when
     the dataset has no text. ``n_users``: users are 0..n_users - 1 (``SequenceBatch.user``),
-    for models with a user embedding; 0 where unknown.
+    for models with a user embedding; 0 where unknown. ``train_history``: (offsets
+    [n_users + 1], items) of every user's training part, for models whose negatives skip
+    all of a user's training items; None where the route has none.
     """
 
     name: str
@@ -246,6 +249,7 @@ class ItemCatalog:
     train_counts: np.ndarray
     item_text: Optional[list] = None
     n_users: int = 0
+    train_history: Optional[tuple] = None
 
     def describe(self) -> str:
         return f"{self.name} ({self.n_items:,} items, text: {'yes' if self.item_text is not None else 'no'})"

@@ -14,7 +14,8 @@ code's, github.com/hexiangnan/neural_collaborative_filtering ``NeuMF.py``:
 The paper's best NeuMF initialises from pretrained GMF and MLP models; ``NeuMF.py`` trains
 from scratch unless given them, and so does this one. Positives are every item of the
 user's training window; negatives are drawn uniformly from the known items the window does
-not hold (the original: from all of the user's non-items, see ``negatives.py``).
+not hold, or, with ``skip_history``, that the user's whole training part does not hold (the
+original: from all of the user's non-items, see ``negatives.py``).
 
 Validation and test, the same for every baseline here: the model trains on each user's
 items but the last two; validation predicts item n-1 from the items before it; test
@@ -39,7 +40,8 @@ from torch import nn
 from recboard.datasets.batches import PAD, ItemCatalog, SequenceBatch
 from recboard.models.checks import require
 from recboard.models.layers import adopt_catalog, item_coverage, rows_to_items
-from recboard.models.negatives import batch_users, check_users, glorot_uniform_, masked_mean, outside, uniform_rows
+from recboard.models.negatives import (batch_users, check_users, glorot_uniform_, history_keys, masked_mean, uniform_rows,
+                                       unseen)
 
 
 @dataclass
@@ -48,6 +50,7 @@ class NCFConfig:
     mlp_layers: int = 3           # ReLU tower layers, halving from 4 * hidden_size (NeuMF.py --layers [64,32,16,8])
     num_negatives: int = 4        # sampled negatives per positive (NeuMF.py --num_neg 4)
     score_chunk: int = 1 << 22    # (user, item) pairs whose tower activations exist at once when scoring
+    skip_history: bool = False    # negatives skip all the user's training items, not only the window's (negatives.py)
 
     def check(self) -> None:
         require("ncf", self, [
@@ -106,6 +109,8 @@ class NCF(nn.Module):
         self.tower = nn.ModuleList(nn.Linear(a, b) for a, b in zip(widths, widths[1:]))
         self.prediction = nn.Linear(2 * factors, 1)
         self.reset_parameters(widths[0])
+        if config.skip_history:   # not saved: rebuilt from the catalog
+            self.register_buffer("history_keys", history_keys(catalog, self.item_to_row), persistent=False)
 
     def reset_parameters(self, width: int) -> None:
         """NeuMF.py's initialisers (Keras): see the module docstring."""
@@ -142,7 +147,7 @@ class NCF(nn.Module):
         users = batch_users(batch, "ncf")
         rows = self.item_to_row[batch.seq]                                              # [B, M]
         negatives = uniform_rows(self.n_known, (len(rows), rows.size(1) * self.config.num_negatives), rows.device)
-        keep = torch.cat([rows != PAD, outside(negatives, rows)], 1)
+        keep = torch.cat([rows != PAD, unseen(self, negatives, rows, users)], 1)
         # NeuMF.py keeps the negatives of each positive; a padding slot's draws go too
         keep[:, rows.size(1):] &= (rows != PAD).repeat_interleave(self.config.num_negatives, 1)
         logits = self.logits(users, torch.cat([rows, negatives], 1))

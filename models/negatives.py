@@ -4,10 +4,14 @@
 Items are embedding rows (``layers.item_rows``): 0 padding, 1..K the items seen in
 training, K + 1 one shared row for the rest. Negatives are drawn from the known rows only,
 as each original code draws from the items of its own training data. The originals of
-BPR-MF, NCF and Caser also skip the user's own training items; a model here sees the
-user's training window, not the whole history, so ``outside(draws, window)`` marks the
-draws that are not in the window and the others are left out of the loss. That is
-rejection sampling: the kept negatives are uniform over the items the window lacks.
+BPR-MF, NCF and Caser also skip the user's own training items. A batch holds the user's
+training window, not the whole history, so by default ``outside(draws, window)`` marks the
+draws that are not in the window and the others are left out of the loss (rejection
+sampling: the kept negatives are uniform over the items the window lacks). With
+``skip_history`` a model keeps every user's training items (``history_keys``, from the
+catalog) and ``unseen`` leaves out the draws among those, as the originals do: with short
+windows over long histories the window test lets through items the user did interact with
+(ML-1m: 11% of the draws, for windows of 1, 8 or 10 items).
 
 The user index comes with every batch the harness builds (``SequenceBatch.user``);
 ``batch_users`` turns a missing one into an error naming the model.
@@ -16,6 +20,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 
 from recboard.datasets.batches import SequenceBatch
@@ -50,6 +55,30 @@ def outside(draws: torch.Tensor, window: torch.Tensor) -> torch.Tensor:
     flat = draws.reshape(len(draws), -1)
     at = torch.searchsorted(ordered, flat).clamp(max=ordered.size(1) - 1)
     return (ordered.gather(1, at) != flat).view_as(draws)
+
+
+def history_keys(catalog, item_to_row: torch.Tensor) -> torch.Tensor:
+    """Sorted ``user * n_rows + row`` of every (user, item of the user's training part),
+    ``n_rows = len(item_to_row)``: the pairs ``unseen`` looks draws up in."""
+    if catalog.train_history is None:
+        raise ValueError(f"skip_history needs the users' training items, but the catalog of {catalog.name} "
+                         "has no train_history (only sequence datasets provide it)")
+    offsets, items = catalog.train_history
+    users = np.repeat(np.arange(len(offsets) - 1, dtype=np.int64), np.diff(offsets))
+    rows = item_to_row.cpu().numpy().astype(np.int64)[items]
+    return torch.as_tensor(np.unique(users * len(item_to_row) + rows))
+
+
+def unseen(model, draws: torch.Tensor, window: torch.Tensor, users: torch.Tensor) -> torch.Tensor:
+    """[B, ...] bool: True where ``draws[b, ...]`` (item rows) is not an item of user
+    ``users[b]``: of its training part when the model keeps ``history_keys``, else of its
+    window (``outside``)."""
+    keys = getattr(model, "history_keys", None)
+    if keys is None:
+        return outside(draws, window)
+    wanted = users.view(-1, *[1] * (draws.dim() - 1)) * len(model.item_to_row) + draws
+    at = torch.searchsorted(keys, wanted.reshape(-1)).clamp(max=len(keys) - 1)
+    return (keys[at] != wanted.reshape(-1)).view_as(draws)
 
 
 def masked_mean(values: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:

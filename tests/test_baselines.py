@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from recboard.benchmarks.config import ConfigError, resolve
 from recboard.datasets.batches import ItemCatalog, SequenceBatch, left_pad
 from recboard.models.gru4rec import right_aligned
-from recboard.models.negatives import outside
+from recboard.models.negatives import history_keys, outside, unseen
 from recboard.models.registry import MODELS, model_class, model_presets, model_spec
 
 from sequence_helpers import planted_data, runner_metrics_vs_pop
@@ -193,6 +193,35 @@ def test_negatives_outside_the_window():
     window = torch.tensor([[0, 0, 3, 7], [1, 2, 5, 9]])
     draws = torch.tensor([[[3, 4], [7, 0]], [[9, 9], [6, 1]]])
     assert outside(draws, window).tolist() == [[[False, True], [False, False]], [[False, False], [True, False]]]
+
+
+def test_negatives_outside_the_users_training_items():
+    """With ``skip_history`` a draw is kept only when the user never had it in training,
+    also where the window does not show it; without, the window alone decides."""
+    counts = np.array([0, 2, 1, 1, 1, 1])
+    history = (np.array([0, 3, 4]), np.array([1, 2, 3, 1], dtype=np.int32))   # user 0: 1 2 3, user 1: 1
+    catalog = ItemCatalog("toy", 5, counts, n_users=2, train_history=history)
+    model = torch.nn.Module()
+    model.register_buffer("item_to_row", torch.tensor([0, 1, 2, 3, 4, 5]))
+    window = torch.tensor([[0, 3], [0, 1]])   # user 0's window lacks items 1 and 2
+    draws = torch.tensor([[1, 2, 4], [2, 1, 4]])
+    users = torch.tensor([0, 1])
+    assert unseen(model, draws, window, users).tolist() == outside(draws, window).tolist() == [
+        [True, True, True], [True, False, True]]
+    model.register_buffer("history_keys", history_keys(catalog, model.item_to_row))
+    assert unseen(model, draws, window, users).tolist() == [[False, False, True], [True, False, True]]
+    with pytest.raises(ValueError, match="skip_history needs the users' training items"):
+        history_keys(ItemCatalog("news", 5, counts, n_users=2), model.item_to_row)
+
+
+@pytest.mark.parametrize("name", ["bpr_mf", "ncf"])
+def test_skip_history_learns_and_keeps_the_history_out_of_checkpoints(name):
+    model, pop = runner_metrics_vs_pop(name, ["device=cpu", "skip_history=true"])
+    assert model["NDCG@10"] > max(4 * pop["NDCG@10"], pop["NDCG@10"] + 0.25), (model, pop)
+    data = planted_data(n_users=50)
+    net = build(name, data.catalog(), skip_history=True)
+    assert len(net.history_keys) == sum(len(set(s.tolist())) for s in data.train_sequences())
+    assert "history_keys" not in net.state_dict()   # rebuilt from the catalog when a checkpoint loads
 
 
 def test_caser_trains_on_every_window_of_l_plus_t_items():
