@@ -1,6 +1,10 @@
 """The pure-python pieces of the RecBole peer check (issue 22); RecBole itself is not needed."""
-from recboard.benchmarks.peers.compare_recbole import best_point, compare, ratio, table, time_to_reach
-from recboard.benchmarks.peers.recbole_ml1m import read_ml1m, recbole_config, write_atomic
+import numpy as np
+import torch
+
+from recboard.benchmarks.peers.compare_recbole import (best_point, compare, ratio, table, time_to_reach,
+                                                       write_candidates)
+from recboard.benchmarks.peers.recbole_ml1m import candidate_metrics, read_ml1m, recbole_config, write_atomic
 
 CURVE = [[1, 10.0, 0.20], [2, 21.5, 0.35], [3, 30.0, 0.41], [4, 42.0, 0.40]]
 
@@ -26,7 +30,7 @@ def test_compare_row_and_ratio():
     assert (row["level"], row["recbole_best_epoch"], row["recbole_seconds"]) == (0.38, 2, 40.0)
     assert row["ours_seconds"] == 30.0
     assert abs(row["ratio"] - 40.0 / 30.0) < 1e-12
-    assert "| fpmc | 0.6000 | 0.3500 | 0.5000 | 0.3000 | 0.3800 (2) | 30 | 40 | 1.33 |" in table([row])
+    assert "| fpmc | 0.6000 | 0.3500 | 0.5000 | 0.3000 | 0.3800 (2) | 30 | 40 | 1.33 | - |" in table([row])
     never = compare({**ours, "valid_curve": CURVE[:1]}, theirs)
     assert never["ours_seconds"] is None and never["ratio"] is None
     assert "| never |" in table([never])
@@ -34,7 +38,37 @@ def test_compare_row_and_ratio():
     assert ratio(10.0, 0) is None
     # a RecBole run ended by --recbole-max-train-minutes: its best is only a lower bound
     cut = compare(ours, {**theirs, "cut_short": True})
-    assert cut["recbole_cut_short"] and "| 0.3800 (2, cut short) | 30 | 40 | 1.33 |" in table([cut])
+    assert cut["recbole_cut_short"] and "| 0.3800 (2, cut short) | 30 | 40 | 1.33 | - |" in table([cut])
+    # a user-item model also scored on our candidates: the last column
+    same = compare(ours, {**theirs, "on_recboard_candidates": {"test": {"HR@10": 0.48, "NDCG@10": 0.29}}})
+    assert table([same]).endswith("| 1.33 | 0.4800 / 0.2900 |")
+
+
+def test_candidate_metrics_rank_the_target_in_column_zero_ties_against_it():
+    scores = torch.tensor([[5.0, *[1.0] * 11],        # rank 0: HR 1, NDCG 1
+                           [1.0, 1.0, *[0.0] * 10],   # tie: rank 1, NDCG 1/log2(3)
+                           [0.0, *[1.0] * 11]])       # rank 11: outside the top 10
+    got = candidate_metrics(scores)
+    assert abs(got["HR@10"] - 2 / 3) < 1e-6
+    assert abs(got["NDCG@10"] - (1 + 1 / np.log2(3)) / 3) < 1e-6
+
+
+def test_write_candidates_gives_each_users_raw_target_and_unseen_negatives(tmp_path, monkeypatch):
+    monkeypatch.setenv("RECBOARD_CACHE", str(tmp_path / "cache"))
+    rng = np.random.default_rng(0)
+    users = {u: rng.choice(np.arange(1000, 1160), 25, replace=False) for u in range(7, 67)}   # raw ids, not 0..n-1
+    (tmp_path / "ml-1m.txt").write_text("".join(f"{u} {i}\n" for u, items in users.items() for i in items))
+    write_candidates(str(tmp_path), 1, str(tmp_path / "out"))
+    filtered = read_ml1m(str(tmp_path / "ml-1m.txt"))
+    kept, kept_items = {int(u) for u, _, _ in filtered}, {int(i) for _, i, _ in filtered}
+    for split, at in (("valid", -2), ("test", -1)):
+        rows = [line.split("\t") for line in (tmp_path / "out" / f"{split}.tsv").read_text().splitlines()]
+        assert len(rows) == len(kept) and all(len(r) == 102 for r in rows)
+        for user, target, *negatives in rows:
+            history = [int(i) for i in users[int(user)]]
+            assert int(target) == [i for i in history if i in kept_items][at]
+            assert not set(map(int, negatives)) & set(history) and len(set(negatives)) == 100
+
 
 
 def test_read_ml1m_filters_items_then_users_and_numbers_positions(tmp_path):

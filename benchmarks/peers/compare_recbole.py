@@ -9,7 +9,10 @@ above it ("never" if none), RecBole's the seconds to its best epoch; ratio = Rec
 
 Caveat: the validation (and test) candidates are not the same 100 items: each tool draws
 its own 100 popularity-sampled negatives per user, so the level is comparable in
-distribution, not example by example. Training seconds exclude validation on both sides.
+distribution, not example by example. For BPR-MF and NCF, whose RecBole models score a (user,
+item) pair alone, RecBole's best weights are also scored on our run's own candidates (the
+last column): that comparison holds the negatives fixed. Training seconds exclude
+validation on both sides.
 
     OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 python -m recboard.benchmarks.peers.compare_recbole \\
         --models bpr_mf,ncf,fpmc --seed 1 --json /tmp/peers/compare.json
@@ -21,8 +24,11 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
+
+from recboard.benchmarks.peers.recbole_ml1m import USER_ITEM_MODELS
 
 HERE = Path(__file__).resolve().parent
 DATA_DIR = HERE.parents[1].parent / "shared" / "data" / "ml-1m"   # the checkout's ../shared/data
@@ -89,12 +95,34 @@ def run_ours(model: str, seed: int, epochs: int, data_dir: str) -> dict:
             "valid_curve": curve, "best_epoch": result.best_epoch, "train_seconds": round(result.train_time_s, 3)}
 
 
-def run_recbole(model: str, seed: int, epochs: int, python: str, data: str, max_train_minutes: float = 0.0) -> dict:
+def write_candidates(data_dir: str, seed: int, folder: str) -> None:
+    """``folder/valid.tsv`` and ``test.tsv``: every user's candidates in our run of ``seed``
+    (target, then the sampled-pop100 negatives), as raw ids of ``ml-1m.txt``, for RecBole."""
+    from recboard.benchmarks.evaluation.negatives import cached_negatives
+    from recboard.benchmarks.peers.recbole_ml1m import read_ml1m
+    from recboard.datasets.registry import load_dataset
+
+    data = load_dataset("ml-1m", data_dir=data_dir)
+    raw_users = sorted({int(user) for user, _, _ in read_ml1m(str(Path(data_dir) / "ml-1m.txt"))})
+    if len(raw_users) != data.n_users:   # recboard numbers users in the sorted order of their ids
+        raise ValueError(f"{data_dir}/ml-1m.txt: {len(raw_users)} users after filtering, recboard has {data.n_users}")
+    negatives = cached_negatives(data, "sampled-pop100", seed)
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    for split in ("valid", "test"):
+        _, targets, users = data.eval_examples(split)
+        rows = [[raw_users[u], *(data.raw_item_ids[i] for i in (t, *negatives[u]))] for u, t in zip(users, targets)]
+        (Path(folder) / f"{split}.tsv").write_text("".join("\t".join(map(str, r)) + "\n" for r in rows))
+
+
+def run_recbole(model: str, seed: int, epochs: int, python: str, data: str, max_train_minutes: float = 0.0,
+                candidates: str | None = None) -> dict:
     cmd = [python, str(HERE / "recbole_ml1m.py"), "--model", model, "--seed", str(seed), "--data", data]
     if epochs:
         cmd += ["--epochs", str(epochs)]
     if max_train_minutes:
         cmd += ["--max-train-minutes", str(max_train_minutes)]
+    if candidates:
+        cmd += ["--candidates", candidates]
     out = subprocess.run(cmd, env={**os.environ, **ONE_THREAD}, stdout=subprocess.PIPE, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])   # the script's last line is its JSON
 
@@ -105,7 +133,8 @@ def compare(ours: dict | None, theirs: dict) -> dict:
     ours_s = time_to_reach(ours["valid_curve"], level) if ours else None
     return {"model": theirs["model"], "level": level, "recbole_best_epoch": r_epoch, "recbole_seconds": r_seconds,
             "ours_seconds": ours_s, "ratio": ratio(r_seconds, ours_s), "recbole_cut_short": theirs.get("cut_short", False),
-            "ours_test": ours and ours["test"], "recbole_test": theirs["test"]}
+            "ours_test": ours and ours["test"], "recbole_test": theirs["test"],
+            "recbole_test_on_ours": (theirs.get("on_recboard_candidates") or {}).get("test")}
 
 
 def fmt(x, spec=".4f") -> str:
@@ -114,16 +143,18 @@ def fmt(x, spec=".4f") -> str:
 
 def table(rows: list) -> str:
     lines = ["| model | ours HR@10 | ours NDCG@10 | RecBole HR@10 | RecBole NDCG@10 | RecBole best valid NDCG@10 "
-             "(epoch) | ours s to it | RecBole s to it | ratio RecBole/ours |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "(epoch) | ours s to it | RecBole s to it | ratio RecBole/ours | RecBole HR@10 / NDCG@10 on our candidates |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         ours = r["ours_test"] or {}
         ours_s = ("never" if r["ours_test"] else "not run") if r["ours_seconds"] is None else fmt(r["ours_seconds"], ".0f")
         cut = ", cut short" if r.get("recbole_cut_short") else ""
+        same = r.get("recbole_test_on_ours")
+        on_ours = f"{fmt(same['HR@10'])} / {fmt(same['NDCG@10'])}" if same else "-"
         lines.append(f"| {r['model']} | {fmt(ours.get('HR@10'))} | {fmt(ours.get('NDCG@10'))} | "
                      f"{fmt(r['recbole_test']['HR@10'])} | {fmt(r['recbole_test']['NDCG@10'])} | "
                      f"{fmt(r['level'])} ({r['recbole_best_epoch']}{cut}) | {ours_s} | {fmt(r['recbole_seconds'], '.0f')} | "
-                     f"{fmt(r['ratio'], '.2f')} |")
+                     f"{fmt(r['ratio'], '.2f')} | {on_ours} |")
     return "\n".join(lines)
 
 
@@ -150,8 +181,12 @@ def main(argv=None) -> int:
         runs.append({"ours": None if model in skip else run_ours(model, args.seed, args.epochs, args.data_dir),
                      "recbole": None})
         save()
-        runs[-1]["recbole"] = run_recbole(model, args.seed, args.epochs, args.recbole_python,
-                                          str(Path(args.data_dir) / "ml-1m.txt"), args.recbole_max_train_minutes)
+        with tempfile.TemporaryDirectory(prefix="recboard-candidates-") as candidates:
+            if model in USER_ITEM_MODELS:
+                write_candidates(args.data_dir, args.seed, candidates)
+            runs[-1]["recbole"] = run_recbole(model, args.seed, args.epochs, args.recbole_python,
+                                              str(Path(args.data_dir) / "ml-1m.txt"), args.recbole_max_train_minutes,
+                                              candidates if model in USER_ITEM_MODELS else None)
         rows.append(compare(runs[-1]["ours"], runs[-1]["recbole"]))
         print(f"done {model}: {json.dumps(rows[-1])}", file=sys.stderr)
         save()

@@ -18,7 +18,8 @@ file recboard reads, written as a RecBole atomic ``.inter`` file whose timestamp
 position within its user, so RecBole's time ordering ('TO') keeps the file's order.
 Protocol: leave-one-out by time (last item test, second-to-last validation), 100 negatives
 drawn by popularity per user (RecBole's ``pop100``), HR@10 / NDCG@10, model selection and
-early stopping on validation NDCG@10.
+early stopping on validation NDCG@10. ``--candidates DIR`` (BPR and NeuMF) also scores the
+best weights on recboard's own candidates, written by ``compare_recbole.write_candidates``.
 
 RecBole is imported only inside functions, so the pure-python pieces (``read_ml1m``,
 ``write_atomic``) can be imported and tested without RecBole installed.
@@ -49,6 +50,9 @@ MODELS = {
     # RecBole's Caser reads MAX_ITEM_LIST_LENGTH items as its L: 5, the Caser paper's (and our) L
     "caser": ("Caser", {"MAX_ITEM_LIST_LENGTH": 5}),
 }
+# RecBole models whose predict() reads only the user and the item: these can also be scored on
+# recboard's own candidates (``--candidates``), which takes the negatives out of the comparison
+USER_ITEM_MODELS = ("bpr_mf", "ncf")
 # recboard's ML-1m presets: epoch cap and patience (stopping_step), so both stop alike
 STOPPING = {"bpr_mf": (60, 3), "ncf": (40, 3), "fpmc": (20, 3), "gru4rec": (40, 5), "caser": (50, 5)}
 
@@ -106,10 +110,41 @@ def recbole_config(model: str, seed: int, epochs: int, data_path: str, checkpoin
     return config
 
 
-def train(model: str, seed: int, epochs: int, data: str, max_train_minutes: float = 0.0) -> dict:
+def candidate_metrics(scores):
+    """HR@10 and NDCG@10 of [users, 1 + negatives] scores, the target in column 0; ties count
+    against the target, as recboard ranks."""
+    rank = (scores >= scores[:, :1]).sum(1) - 1
+    hit = (rank < 10).float()
+    return {"HR@10": float(hit.mean()), "NDCG@10": float((hit / (rank.float() + 2).log2()).mean())}
+
+
+def score_candidates(net, dataset, path: str) -> dict:
+    """RecBole's trained user-item model scored on a file of recboard's candidates (one user a
+    line: user, target, negatives; raw ids, tab-separated)."""
+    import numpy as np
+    import torch
+    from recbole.data.interaction import Interaction
+
+    with open(path, encoding="utf-8") as f:
+        rows = [line.rstrip("\n").split("\t") for line in f if line.strip()]
+    users = dataset.token2id("user_id", [r[0] for r in rows])
+    items = np.stack([dataset.token2id("item_id", r[1:]) for r in rows])       # [users, 101]
+    pairs = (torch.as_tensor(np.repeat(users, items.shape[1])), torch.as_tensor(items.reshape(-1)))
+    chunk = 1 << 16
+    net.eval()
+    with torch.no_grad():
+        scores = torch.cat([net.predict(Interaction({"user_id": pairs[0][s:s + chunk], "item_id": pairs[1][s:s + chunk]}))
+                            for s in range(0, len(pairs[0]), chunk)])
+    return candidate_metrics(scores.view(items.shape))
+
+
+def train(model: str, seed: int, epochs: int, data: str, max_train_minutes: float = 0.0,
+          candidates: str | None = None) -> dict:
     """RecBole's run under the protocol. ``max_train_minutes`` (0: none) ends training after the
     first epoch that takes the training seconds past it (``cut_short`` in the result: RecBole's
-    best is then a lower bound of its quality, reached on a curve that may still be rising)."""
+    best is then a lower bound of its quality, reached on a curve that may still be rising).
+    ``candidates``: a folder with recboard's ``valid.tsv`` / ``test.tsv`` candidates, on which the
+    best weights are scored too (``on_recboard_candidates``; user-item models only)."""
     import torch
     from recbole.config import Config
     from recbole.data import create_dataset, data_preparation
@@ -158,10 +193,12 @@ def train(model: str, seed: int, epochs: int, data: str, max_train_minutes: floa
                 break
         net.load_state_dict(best_state)
         test = trainer.evaluate(test_data, load_best_model=False, show_progress=False)
+        on_ours = candidates and {split: score_candidates(net, dataset, os.path.join(candidates, f"{split}.tsv"))
+                                  for split in ("valid", "test")}
     return {"model": model, "recbole_model": name, "seed": seed,
             "test": {"HR@10": float(test["hit@10"]), "NDCG@10": float(test["ndcg@10"])},
             "valid_curve": curve, "best_epoch": best_epoch, "best_valid": best, "train_seconds": round(train_s, 3),
-            "cut_short": cut_short, "torch": torch.__version__}
+            "cut_short": cut_short, "on_recboard_candidates": on_ours or None, "torch": torch.__version__}
 
 
 def main(argv=None) -> int:
@@ -173,8 +210,13 @@ def main(argv=None) -> int:
     parser.add_argument("--data", default=str(shared_ml1m / "ml-1m.txt"))
     parser.add_argument("--max-train-minutes", type=float, default=0.0,
                         help="end training after the epoch that passes this many minutes (0 = no limit)")
+    parser.add_argument("--candidates", help="folder of recboard's valid.tsv / test.tsv candidates to score the "
+                        f"best weights on too ({', '.join(USER_ITEM_MODELS)} only)")
     args = parser.parse_args(argv)
-    print(json.dumps(train(args.model, args.seed, args.epochs, args.data, args.max_train_minutes)))
+    if args.candidates and args.model not in USER_ITEM_MODELS:
+        parser.error(f"--candidates: only {', '.join(USER_ITEM_MODELS)} score a (user, item) pair alone, "
+                     f"got --model {args.model}")
+    print(json.dumps(train(args.model, args.seed, args.epochs, args.data, args.max_train_minutes, args.candidates)))
     return 0
 
 
