@@ -119,7 +119,7 @@ PRESETS = {
 NAMED_PRESETS = {
     # GRU4Rec+'s own recipe: the registry name gru4rec_plus applies it after PRESETS
     # (``ModelSpec.preset``); ``gru4rec --preset plus`` trains the TOP1 model on it. An epoch
-    # scores every event against 2048 + 64 negatives: ~100 s on one CPU core for ML-1m, five
+    # scores every event against 2048 + 64 negatives: ~80 s on one CPU core for ML-1m, five
     # times GRU4Rec's, so the recipe must level off in few epochs (the official code trains
     # 10: n_epochs in paramfiles/*_bprmax_shared_best.py).
     "plus": {
@@ -127,7 +127,8 @@ NAMED_PRESETS = {
         # NDCG@10 an epoch at epoch 9; 3e-3 still rose at its 20th epoch (.500, 37 min); 1e-2
         # levels off at epoch 10 (.495). Patience 3 ends it 3 epochs later, within 30 minutes.
         # Its record (seeds 1-3): best epochs 8, 18, 11 (seed 2 crept up .001 an epoch to the
-        # cap of 20), test HR@10 .6875 / NDCG@10 .4734, 75 s an epoch on a core of its own
+        # cap of 20), test HR@10 .6875 / NDCG@10 .4734, 76-83 s an epoch on a core of its own:
+        # 14-28 minutes a run, 19.6 on the mean
         "ml-1m": {"lr": 1e-2, "epochs": 20, "patience": 3},
         # the recipe of its Beauty record (sampled-pop100, 3 seeds): dense Adam at lr 1e-3 levels
         # off by epoch 7; GRU4Rec's lazy lr 1e-2 Beauty recipe is not measured with BPR-max
