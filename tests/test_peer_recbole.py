@@ -40,8 +40,11 @@ def test_compare_row_and_ratio():
     cut = compare(ours, {**theirs, "cut_short": True})
     assert cut["recbole_cut_short"] and "| 0.3800 (2, cut short) | 30 | 40 | 1.33 | - |" in table([cut])
     # a user-item model also scored on our candidates: the last column
-    same = compare(ours, {**theirs, "on_recboard_candidates": {"test": {"HR@10": 0.48, "NDCG@10": 0.29}}})
-    assert table([same]).endswith("| 1.33 | 0.4800 / 0.2900 |")
+    # (ours is then timed to RecBole's validation on our candidates: 0.35, reached at 21.5 s)
+    same = compare(ours, {**theirs, "on_recboard_candidates": {"test": {"HR@10": 0.48, "NDCG@10": 0.29},
+                                                               "valid": {"HR@10": 0.5, "NDCG@10": 0.35}}})
+    assert same["ours_seconds"] == 21.5 and abs(same["ratio"] - 40.0 / 21.5) < 1e-12
+    assert table([same]).endswith("| 0.3800 (2; 0.3500 on ours) | 22 | 40 | 1.86 | 0.4800 / 0.2900 |")
 
 
 def test_candidate_metrics_rank_the_target_in_column_zero_ties_against_it():
