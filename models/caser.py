@@ -18,8 +18,8 @@ github.com/graytowne/caser_pytorch (``caser.py``, ``train_caser.py``, ``interact
 
 The harness's training windows with ``max_len`` = L + T and ``window_step`` = 1 are exactly
 the original's examples (the presets set both); a longer window gives every L + T slice of
-it whose T targets are real items, and its negatives avoid the items of that window (the
-original: all of the user's training items, see ``negatives.py``). The original's Adam
+it whose T targets are real items, and its negatives avoid the items of that window, or, with
+``skip_history``, all of the user's training items (the original's, see ``negatives.py``). The original's Adam
 weight decay (coupled L2) is the harness's AdamW decoupled ``weight_decay`` here.
 
 RecBole's widely used Caser differs from the original: it predicts one target (T = 1) and
@@ -44,7 +44,7 @@ from torch import nn
 from recboard.datasets.batches import PAD, ItemCatalog, SequenceBatch
 from recboard.models.checks import is_fraction, require
 from recboard.models.layers import adopt_catalog, candidate_logits, float32_logits, item_coverage, rows_to_items
-from recboard.models.negatives import batch_users, check_users, masked_mean, outside, uniform_rows
+from recboard.models.negatives import batch_users, check_users, history_keys, masked_mean, uniform_rows, unseen
 
 
 @dataclass
@@ -56,6 +56,7 @@ class CaserConfig:
     horizontal_filters: int = 16        # nh per height 1..L (--nh 16)
     dropout: float = 0.5                # on the convolution features (--drop 0.5)
     negatives_per_target: int = 3       # 3 * T negatives per example (--neg_samples 3)
+    skip_history: bool = False          # negatives skip all the user's training items, not only the window's
 
     def check(self) -> None:
         require("caser", self, [
@@ -122,6 +123,8 @@ class Caser(nn.Module):
         nn.init.normal_(self.item_embedding.weight, std=1.0 / d)
         nn.init.normal_(self.W2.weight, std=1.0 / (2 * d))
         nn.init.zeros_(self.b2.weight)
+        if config.skip_history:   # not saved: rebuilt from the catalog
+            self.register_buffer("history_keys", history_keys(catalog, self.item_to_row), persistent=False)
 
     def describe(self) -> dict:
         return item_coverage(self.n_known, self.n_items)
@@ -159,10 +162,11 @@ class Caser(nn.Module):
         owner = torch.arange(len(rows), device=rows.device)[:, None].expand(-1, slices.size(1))
         usable = (slices[..., L:] != PAD).all(-1)                       # T real targets (inputs may be padding)
         slices, owner = slices[usable], owner[usable]                    # [N, L + T], [N]
-        x = self.encode(slices[:, :L], batch_users(batch, "caser")[owner])
+        users = batch_users(batch, "caser")[owner]
+        x = self.encode(slices[:, :L], users)
         targets = slices[:, L:]
         negatives = uniform_rows(self.n_known, (len(slices), T * self.config.negatives_per_target), rows.device)
-        keep_negatives = outside(negatives, rows[owner])
+        keep_negatives = unseen(self, negatives, rows[owner], users)
 
         def logits(items):
             return (x[:, None] * self.W2(items)).sum(-1) + self.b2(items).squeeze(-1)

@@ -214,7 +214,7 @@ def test_negatives_outside_the_users_training_items():
         history_keys(ItemCatalog("news", 5, counts, n_users=2), model.item_to_row)
 
 
-@pytest.mark.parametrize("name", ["bpr_mf", "ncf"])
+@pytest.mark.parametrize("name", ["bpr_mf", "ncf", "caser"])
 def test_skip_history_learns_and_keeps_the_history_out_of_checkpoints(name):
     model, pop = runner_metrics_vs_pop(name, ["device=cpu", "skip_history=true"])
     assert model["NDCG@10"] > max(4 * pop["NDCG@10"], pop["NDCG@10"] + 0.25), (model, pop)
