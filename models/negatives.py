@@ -8,11 +8,12 @@ BPR-MF, NCF and Caser also skip the user's own training items. A batch holds the
 training window, not the whole history, so by default ``outside(draws, window)`` marks the
 draws that are not in the window and the others are left out of the loss (rejection
 sampling: the kept negatives are uniform over the items the window lacks). With
-``skip_history`` (BPR-MF, NCF, Caser; on in BPR-MF's and NCF's ML-1m presets, where it
-measured better, and off in Caser's, where it measured worse) a model keeps every user's training items (``history_keys``, from the
-catalog) and ``unseen`` leaves out the draws among those, as the originals do: with short
-windows over long histories the window test lets through items the user did interact with
-(ML-1m: 11% of the draws, for windows of 1, 8 or 10 items).
+``skip_history`` (BPR-MF, NCF, Caser) a model keeps every user's training items
+(``history_keys``, from the catalog) and ``unseen`` leaves out the draws among those, as
+the originals do: with short windows over long histories the window test lets through
+items the user did interact with (ML-1m: 11% of the draws, for windows of 1, 8 or 10
+items). It is on in BPR-MF's and NCF's ML-1m presets, where it measured better, and off in
+Caser's, where it measured worse.
 
 The user index comes with every batch the harness builds (``SequenceBatch.user``);
 ``batch_users`` turns a missing one into an error naming the model.
