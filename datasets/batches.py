@@ -68,6 +68,15 @@ class SequenceData:
         """Training part of every user: all but the last two items (leave-one-out)."""
         return [self.sequence(u)[:-2] for u in range(self.n_users)]
 
+    def train_part(self) -> tuple[np.ndarray, np.ndarray]:
+        """``train_sequences`` as one ragged array: (offsets [n_users + 1], items)."""
+        lengths = self.lengths()
+        kept = np.maximum(lengths - 2, 0)
+        offsets = np.zeros(self.n_users + 1, dtype=np.int64)
+        np.cumsum(kept, out=offsets[1:])
+        position = np.arange(len(self.items)) - np.repeat(self.offsets[:-1], lengths)
+        return offsets, self.items[position < np.repeat(kept, lengths)]
+
     def eval_examples(self, split: str) -> tuple[list, np.ndarray, np.ndarray]:
         """(input sequences, targets, user ids) for ``split`` in {"valid", "test"}.
 
@@ -90,7 +99,7 @@ class SequenceData:
 
     def train_item_counts(self) -> np.ndarray:
         """Interaction counts per item over the training part only ([n_items + 1])."""
-        return item_counts(self.train_sequences(), self.n_items)
+        return item_counts([self.train_part()[1]], self.n_items)
 
     def shape(self) -> dict:
         return {"users": self.n_users, "items": self.n_items, "interactions": int(len(self.items))}
@@ -105,8 +114,9 @@ class SequenceData:
 
     def catalog(self) -> "ItemCatalog":
         """The items, their text and their counts in the training part."""
-        return ItemCatalog(self.name, self.n_items, self.train_item_counts(), self.item_text, self.n_users,
-                           train_history=to_ragged(self.train_sequences()))
+        history = self.train_part()
+        return ItemCatalog(self.name, self.n_items, item_counts([history[1]], self.n_items), self.item_text,
+                           self.n_users, train_history=history)
 
 
 @dataclass

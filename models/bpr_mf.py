@@ -34,7 +34,7 @@ from torch import nn
 from recboard.datasets.batches import PAD, ItemCatalog, SequenceBatch
 from recboard.models.checks import require
 from recboard.models.layers import adopt_catalog, candidate_logits, float32_logits, item_coverage, rows_to_items
-from recboard.models.negatives import batch_users, check_users, history_keys, masked_mean, uniform_rows, unseen
+from recboard.models.negatives import batch_users, check_users, keep_history, masked_mean, uniform_rows, unseen
 
 
 @dataclass
@@ -105,8 +105,7 @@ class BPRMF(nn.Module):
             nn.init.normal_(table.weight, std=config.init_std)
         with torch.no_grad():
             self.item_embedding.weight[PAD].zero_()
-        if config.skip_history:   # not saved: rebuilt from the catalog, and ML-20m's would be 160 MB
-            self.register_buffer("history_keys", history_keys(catalog, self.item_to_row), persistent=False)
+        keep_history(self, catalog)
 
     def describe(self) -> dict:
         return item_coverage(self.n_known, self.n_items)

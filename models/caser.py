@@ -44,7 +44,7 @@ from torch import nn
 from recboard.datasets.batches import PAD, ItemCatalog, SequenceBatch
 from recboard.models.checks import is_fraction, require
 from recboard.models.layers import adopt_catalog, candidate_logits, float32_logits, item_coverage, rows_to_items
-from recboard.models.negatives import batch_users, check_users, history_keys, masked_mean, uniform_rows, unseen
+from recboard.models.negatives import batch_users, check_users, keep_history, masked_mean, uniform_rows, unseen
 
 
 @dataclass
@@ -125,8 +125,7 @@ class Caser(nn.Module):
         nn.init.normal_(self.item_embedding.weight, std=1.0 / d)
         nn.init.normal_(self.W2.weight, std=1.0 / (2 * d))
         nn.init.zeros_(self.b2.weight)
-        if config.skip_history:   # not saved: rebuilt from the catalog
-            self.register_buffer("history_keys", history_keys(catalog, self.item_to_row), persistent=False)
+        keep_history(self, catalog)
 
     def describe(self) -> dict:
         return item_coverage(self.n_known, self.n_items)

@@ -40,7 +40,7 @@ from torch import nn
 from recboard.datasets.batches import PAD, ItemCatalog, SequenceBatch
 from recboard.models.checks import require
 from recboard.models.layers import adopt_catalog, item_coverage, rows_to_items
-from recboard.models.negatives import (batch_users, check_users, glorot_uniform_, history_keys, masked_mean, uniform_rows,
+from recboard.models.negatives import (batch_users, check_users, glorot_uniform_, keep_history, masked_mean, uniform_rows,
                                        unseen)
 
 
@@ -113,8 +113,7 @@ class NCF(nn.Module):
         self.tower = nn.ModuleList(nn.Linear(a, b) for a, b in zip(widths, widths[1:]))
         self.prediction = nn.Linear(2 * factors, 1)
         self.reset_parameters(widths[0])
-        if config.skip_history:   # not saved: rebuilt from the catalog
-            self.register_buffer("history_keys", history_keys(catalog, self.item_to_row), persistent=False)
+        keep_history(self, catalog)
 
     def reset_parameters(self, width: int) -> None:
         """NeuMF.py's initialisers (Keras): see the module docstring."""

@@ -75,6 +75,9 @@ def test_leave_one_out_on_known_input(tmp_path):
     inputs, targets, users = data.eval_examples("test")
     assert [list(x) for x in inputs] == [[1, 2, 3], [4, 1]] and list(targets) == [4, 2]
     assert [list(s) for s in data.train_sequences()] == [[1, 2], [], [4]]
+    offsets, items = data.train_part()
+    assert list(offsets) == [0, 2, 2, 3] and list(items) == [1, 2, 4]
+    assert [list(part) for part in data.catalog().train_history] == [[0, 2, 2, 3], [1, 2, 4]]
     assert list(data.train_item_counts()) == [0, 1, 1, 0, 1]
 
 

@@ -187,12 +187,13 @@ def main(argv=None) -> int:
         runs.append({"ours": None if model in skip else run_ours(model, args.seed, args.epochs, args.data_dir),
                      "recbole": None})
         save()
-        with tempfile.TemporaryDirectory(prefix="recboard-candidates-") as candidates:
-            if model in USER_ITEM_MODELS:
+        with tempfile.TemporaryDirectory(prefix="recboard-candidates-") as folder:
+            candidates = folder if model in USER_ITEM_MODELS else None
+            if candidates:
                 write_candidates(args.data_dir, args.seed, candidates)
             runs[-1]["recbole"] = run_recbole(model, args.seed, args.epochs, args.recbole_python,
                                               str(Path(args.data_dir) / "ml-1m.txt"), args.recbole_max_train_minutes,
-                                              candidates if model in USER_ITEM_MODELS else None)
+                                              candidates)
         rows.append(compare(runs[-1]["ours"], runs[-1]["recbole"]))
         print(f"done {model}: {json.dumps(rows[-1])}", file=sys.stderr)
         save()

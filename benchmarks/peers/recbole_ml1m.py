@@ -112,7 +112,8 @@ def recbole_config(model: str, seed: int, epochs: int, data_path: str, checkpoin
 
 def candidate_metrics(scores):
     """HR@10 and NDCG@10 of [users, 1 + negatives] scores, the target in column 0; ties count
-    against the target, as recboard ranks."""
+    against the target, as recboard's ``target_ranks`` does (which this script, run in
+    RecBole's environment, cannot import)."""
     rank = (scores >= scores[:, :1]).sum(1) - 1
     hit = (rank < 10).float()
     return {"HR@10": float(hit.mean()), "NDCG@10": float((hit / (rank.float() + 2).log2()).mean())}
